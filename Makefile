@@ -1,0 +1,50 @@
+# vlclip — make help lists the targets. Everything installs into ./.venv on first use.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.vlclip-install-stamp
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export SPARK_LOCAL_IP := 127.0.0.1
+export PYTHONUNBUFFERED := 1
+export RAY_USAGE_STATS_ENABLED := 0
+
+.PHONY: help install models sample demo test test-fast bench gpu-check inspect clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
+
+install: $(STAMP)  ## create .venv, install vlclip with its pinned dependencies, warm the Delta jars
+
+$(STAMP): setup.cfg setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip wheel setuptools
+	$(PY) -m pip install -q -e '.[test,bench]'
+	$(PY) -m vlclip_core.cli warm-spark
+	touch $(STAMP)
+
+models: install  ## build the offline tiny models (seeded random weights) into models/tiny
+	$(PY) -m vlclip_core.cli build-tiny-models --out models/tiny
+
+sample: install  ## generate the sample catalog (images in busy scenes) into data/sample
+	$(PY) -m vlclip_core.cli sample-catalog --out data/sample --items 300
+
+demo: install  ## the embedded default: sample catalog + tiny models + one run with local Spark and Ray + a query
+	$(PY) -m vlclip_core.demo --config conf/tiny.yaml
+
+test: install  ## run the test suite (real local Spark + Delta, local Ray, tiny models)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: install  ## run the benchmarks; writes bench_out/results.json and prints a table
+	$(PY) -m benchmarks.run --out bench_out
+
+gpu-check: install  ## prod-sized stages on a GPU: images/s and tokens/s (needs CUDA)
+	$(PY) -m benchmarks.gpu_check
+
+inspect: install  ## contact sheet of the latest run: make inspect RUN_ID=...
+	$(PY) -m vlclip_core.cli inspect --config conf/tiny.yaml $(if $(RUN_ID),--run-id $(RUN_ID)) --out build/contact_sheet.html
+
+clean:  ## remove generated data, models, warehouse and build outputs (keeps .venv)
+	rm -rf data models warehouse build bench_out spark-warehouse metastore_db derby.log

@@ -1,0 +1,1 @@
+"""vlclip: VL-CLIP catalog embeddings as a Spark + Ray batch pipeline."""

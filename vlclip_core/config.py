@@ -1,0 +1,334 @@
+"""Typed job configuration: YAML profiles from conf/, `key=value` overrides, validation, recipe identity."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or out of range (the message names it)."""
+
+
+@dataclass
+class CatalogConfig:
+    path: str = ""
+    format: str = "auto"  # auto | delta | parquet
+    table: Optional[str] = None  # metastore table name, instead of path
+    filter: Optional[str] = None  # Spark SQL predicate, pushed down
+
+    def validate(self) -> None:
+        _one_of("catalog.format", self.format, ("auto", "delta", "parquet"))
+
+
+@dataclass
+class WarehouseConfig:
+    path: str = "warehouse"
+    staging_dir: Optional[str] = None  # default <path>/_staging
+    # Optional metastore table names; when unset, tables live at <path>/<name>.
+    embeddings_table: Optional[str] = None
+    errors_table: Optional[str] = None
+    runs_table: Optional[str] = None
+
+    def staging(self) -> str:
+        return self.staging_dir or os.path.join(self.path, "_staging")
+
+
+@dataclass
+class JobConfig:
+    mode: str = "incremental"  # incremental | backfill
+    shard_size: int = 1000
+    removed_items: str = "keep"  # keep | delete
+    run_id: Optional[str] = None  # resume this run; default: the last unfinished one
+    resume: bool = True
+    log_every_s: float = 10.0
+
+    def validate(self) -> None:
+        _one_of("job.mode", self.mode, ("incremental", "backfill"))
+        _one_of("job.removed_items", self.removed_items, ("keep", "delete"))
+        _positive("job.shard_size", self.shard_size)
+
+
+@dataclass
+class SparkConfig:
+    master: Optional[str] = "local[2]"  # None: leave it to spark-submit
+    app_name: str = "vlclip-embed-catalog"
+    conf: dict = field(default_factory=dict)
+
+
+@dataclass
+class RayConfig:
+    address: str = "local"  # local | auto | ray://host:port
+    num_cpus: Optional[float] = None  # only for address=local
+    stall_timeout_s: float = 900.0  # no progress for this long ends the run
+    max_batch_retries: int = 2
+    runtime_env: dict = field(default_factory=dict)
+
+
+@dataclass
+class StageResources:
+    batch_size: int = 16
+    num_actors: int = 1  # decode: max parallel tasks
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+
+    def validate(self, name: str) -> None:
+        _positive(f"stages.{name}.batch_size", self.batch_size)
+        _positive(f"stages.{name}.num_actors", self.num_actors)
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ConfigError(f"stages.{name}: num_cpus/num_gpus must be >= 0, got {self.num_cpus}/{self.num_gpus}")
+
+
+@dataclass
+class StagesConfig:
+    decode: StageResources = field(default_factory=lambda: StageResources(batch_size=32, num_cpus=0.25))
+    grounding: StageResources = field(default_factory=StageResources)
+    enrichment: StageResources = field(default_factory=StageResources)
+    clip: StageResources = field(default_factory=StageResources)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+
+
+@dataclass
+class ImageConfig:
+    allowed_schemes: list = field(default_factory=lambda: ["file", "http", "https"])
+    local_root: Optional[str] = None  # local paths must resolve under it when set
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 20.0
+    max_bytes: int = 25_000_000
+    max_pixels: int = 64_000_000
+    retries: int = 2
+    backoff_s: float = 0.5
+    max_side: int = 800  # decoded images are downscaled to this longest side
+    total_timeout_s: float = 60.0  # wall-clock cap on one HTTP download (a slow drip cannot stall a task)
+
+    def validate(self) -> None:
+        _positive("images.max_bytes", self.max_bytes)
+        _positive("images.total_timeout_s", self.total_timeout_s)
+        _positive("images.max_pixels", self.max_pixels)
+        _positive("images.max_side", self.max_side)
+        if self.retries < 0:
+            raise ConfigError(f"images.retries must be >= 0, got {self.retries}")
+
+
+@dataclass
+class DetectorConfig:
+    kind: str = "grounding_dino"  # grounding_dino | owlv2
+    path: str = "IDEA-Research/grounding-dino-tiny"  # hub id or local directory
+    prompt_template: str = "{product_type}."
+    box_threshold: float = 0.25
+    text_threshold: float = 0.25
+    margin: float = 0.05  # crop margin, fraction of the box side
+    min_box_frac: float = 0.02  # boxes smaller than this fraction of the image area are rejected
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (GPU)
+
+    def validate(self) -> None:
+        _one_of("models.detector.kind", self.kind, ("grounding_dino", "owlv2"))
+        _one_of("models.detector.dtype", self.dtype, _DTYPES)
+        for name in ("box_threshold", "text_threshold", "margin", "min_box_frac"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"models.detector.{name} must be in [0, 1), got {value}")
+
+    def identity(self) -> dict:
+        return {"kind": self.kind, "path": self.path, "box": self.box_threshold, "text": self.text_threshold,
+                "margin": self.margin, "min_box": self.min_box_frac}
+
+
+@dataclass
+class LLMConfig:
+    backend: str = "transformers"  # transformers | openai
+    path: str = ""  # transformers: hub id or local directory
+    gguf_file: Optional[str] = None
+    base_url: Optional[str] = None  # openai: e.g. http://vllm:8000/v1
+    model: Optional[str] = None  # openai: served model name
+    api_key_env: Optional[str] = None  # name of the environment variable holding the key
+    prompt_dir: str = "conf/prompts"
+    prompt_version: str = "v1"
+    max_rounds: int = 1  # evaluate/refine rounds after the summary
+    max_new_tokens: int = 96
+    max_input_chars: int = 4000
+    min_chars: int = 20
+    max_chars: int = 600
+    on_error: str = "fallback"  # fallback | error: what an LLM failure does to the item
+    timeout_s: float = 60.0
+    retries: int = 2
+    backoff_s: float = 1.0
+    max_concurrency: int = 8
+    dtype: str = "float32"
+    temperature: float = 0.0  # openai backend; the transformers backend always decodes greedily
+    max_input_tokens: int = 2048  # transformers backend: longer prompts are cut in the middle
+
+    def validate(self) -> None:
+        _one_of("models.llm.backend", self.backend, ("transformers", "openai"))
+        _one_of("models.llm.on_error", self.on_error, ("fallback", "error"))
+        _one_of("models.llm.dtype", self.dtype, _DTYPES)
+        if self.backend == "openai" and not (self.base_url and self.model):
+            raise ConfigError("models.llm.backend=openai needs models.llm.base_url and models.llm.model")
+        if self.backend == "transformers" and not self.path:
+            raise ConfigError("models.llm.backend=transformers needs models.llm.path")
+        if self.min_chars >= self.max_chars:
+            raise ConfigError(f"models.llm.min_chars ({self.min_chars}) must be < max_chars ({self.max_chars})")
+        if self.max_rounds < 0 or self.retries < 0 or self.temperature < 0:
+            raise ConfigError(f"models.llm.max_rounds/retries/temperature must be >= 0, got "
+                              f"{self.max_rounds}/{self.retries}/{self.temperature}")
+        for name in ("max_concurrency", "max_new_tokens", "max_input_chars", "max_input_tokens", "timeout_s"):
+            _positive(f"models.llm.{name}", getattr(self, name))
+
+    def identity(self) -> dict:
+        model = self.model if self.backend == "openai" else f"{self.path}#{self.gguf_file or ''}"
+        return {"backend": self.backend, "model": model, "prompt_version": self.prompt_version,
+                "rounds": self.max_rounds, "max_new_tokens": self.max_new_tokens}
+
+
+@dataclass
+class ClipConfig:
+    model_name: str = "ViT-B-32"
+    pretrained: Optional[str] = None  # open_clip tag, or a local checkpoint file
+    config_dir: Optional[str] = None  # extra architecture JSONs (open_clip.add_model_config)
+    image_weight: float = 0.5
+    text_weight: float = 0.5
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (GPU)
+    device: str = "auto"  # auto | cpu | cuda
+
+    def validate(self) -> None:
+        _one_of("models.clip.precision", self.precision, ("fp32", "fp16", "bf16"))
+        if self.image_weight < 0 or self.text_weight < 0 or self.image_weight + self.text_weight == 0:
+            raise ConfigError(f"models.clip weights must be >= 0 and not both 0, got "
+                              f"{self.image_weight}/{self.text_weight}")
+
+    def identity(self) -> dict:
+        return {"model": self.model_name, "pretrained": self.pretrained,
+                "fusion": [self.image_weight, self.text_weight]}
+
+
+@dataclass
+class ModelsConfig:
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    device: str = "auto"  # auto | cpu | cuda, for every stage
+
+    def validate(self) -> None:
+        _one_of("models.device", self.device, ("auto", "cpu", "cuda"))
+        self.detector.validate()
+        self.llm.validate()
+        self.clip.validate()
+
+
+@dataclass
+class VlclipConfig:
+    profile: str = "custom"
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
+    job: JobConfig = field(default_factory=JobConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    images: ImageConfig = field(default_factory=ImageConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+
+    def validate(self) -> "VlclipConfig":
+        if not (self.catalog.path or self.catalog.table):
+            raise ConfigError("catalog.path (or catalog.table) is required")
+        for section in (self.catalog, self.job, self.stages, self.images, self.models):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def model_version(self) -> str:
+        """Identity of the whole embedding recipe; embeddings of different recipes never mix."""
+        recipe = {"detector": self.models.detector.identity(), "llm": self.models.llm.identity(),
+                  "clip": self.models.clip.identity(), "max_side": self.images.max_side}
+        return f"{_slug(self.models.clip.model_name)}-{_digest(recipe)[:12]}"
+
+    @property
+    def config_hash(self) -> str:
+        return _digest(self.to_dict())[:16]
+
+
+_DTYPES = ("float32", "float16", "bfloat16")
+
+
+def load_config(path: Optional[str] = None, overrides: tuple = ()) -> VlclipConfig:
+    """Load a YAML profile, apply `key=value` overrides (dotted keys, YAML values) and validate."""
+    raw: dict = {}
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    for item in overrides:
+        _apply_override(raw, item)
+    return build(VlclipConfig, raw, "").validate()
+
+
+def _apply_override(raw: dict, item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part} is not a section")
+    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+
+
+def build(cls, raw: Any, where: str):
+    """Build dataclass `cls` from a mapping, rejecting unknown keys and wrong types by name."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(_join(where, k) for k in unknown)}")
+    kwargs = {name: _coerce(fields[name], value, _join(where, name)) for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    if dataclasses.is_dataclass(default):
+        return build(type(default), value or {}, where)
+    if value is None or default is None:
+        return value
+    expected = (int, float) if isinstance(default, float) else type(default)
+    if isinstance(default, (int, float)) and isinstance(value, bool) and not isinstance(default, bool):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where} must be {type(default).__name__}, got {value!r}")
+    return float(value) if isinstance(default, float) else value
+
+
+def _one_of(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def _positive(name: str, value: Any) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "model"

@@ -1,0 +1,1 @@
+"""Ray Data pipeline stages: decode, grounding, enrichment, CLIP encoding."""
