@@ -1,0 +1,128 @@
+"""A real OpenAI-compatible chat-completions server on 127.0.0.1, with scriptable replies and faults."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, List, Optional, Union
+
+Responder = Callable[[List[dict]], Union[str, int]]  # an int is answered as that HTTP status
+
+# Phrases that open each v1 template (conf/prompts/v1/*.txt): how a scripted server tells the steps apart.
+STEP_MARKERS = {"summarise": "Write one product description",
+                "evaluate": "Evaluate the candidate description",
+                "refine": "Rewrite the candidate description"}
+
+
+def step_of(messages: List[dict]) -> str:
+    """Which agent step a conversation is, from its last user message."""
+    user = [m["content"] for m in messages if m.get("role") == "user"][-1]
+    for step, marker in STEP_MARKERS.items():
+        if user.startswith(marker):
+            return step
+    raise AssertionError(f"unknown step for prompt {user[:80]!r}")
+
+
+def free_closed_port() -> int:
+    """A loopback port that nothing listens on (bound, then closed)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class FakeLLMServer:
+    """Serves POST /v1/chat/completions in a thread.
+
+    mode: "ok" (responder's text), "slow" (sleep `delay_s` first, then ok), "fail_first" (HTTP
+    `status` for the first `fail_count` requests, then ok), "status" (always HTTP `status`),
+    "invalid_json" (200 with a non-JSON body), "no_choices" (200 with {"choices": []}).
+    `delay_s` also applies in "ok" mode, so tests can observe how many requests overlap.
+    """
+
+    def __init__(self, responder: Optional[Responder] = None, mode: str = "ok", status: int = 500,
+                 fail_count: int = 1, delay_s: float = 0.0):
+        self.responder = responder or (lambda messages: "A plain product description.")
+        self.mode, self.status, self.fail_count, self.delay_s = mode, status, fail_count, delay_s
+        self.requests: List[dict] = []
+        self.auth_headers: List[Optional[str]] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._httpd.daemon_threads = True
+        self._httpd.block_on_close = False
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+
+    def __enter__(self) -> "FakeLLMServer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+    def steps(self) -> List[str]:
+        return [step_of(r["messages"]) for r in self.requests]
+
+    def _record(self, body: dict, auth: Optional[str]) -> int:
+        with self._lock:
+            self.requests.append(body)
+            self.auth_headers.append(auth)
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            return len(self.requests)
+
+    def _leave(self) -> None:
+        with self._lock:
+            self.in_flight -= 1
+
+    def _answer(self, number: int, body: dict):
+        """(status, body bytes) for request number `number` (1-based)."""
+        if self.mode == "slow" or self.delay_s:
+            self._stop.wait(self.delay_s)
+        if self.mode == "status" or (self.mode == "fail_first" and number <= self.fail_count):
+            return self.status, json.dumps({"error": {"message": "scripted failure"}}).encode()
+        if self.mode == "invalid_json":
+            return 200, b"<html>not json</html>"
+        if self.mode == "no_choices":
+            return 200, json.dumps({"choices": []}).encode()
+        content = self.responder(body["messages"])
+        if isinstance(content, int):
+            return content, json.dumps({"error": {"message": "scripted status"}}).encode()
+        reply = {"id": f"cmpl-{number}", "object": "chat.completion", "model": body.get("model"),
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                              "finish_reason": "stop"}]}
+        return 200, json.dumps(reply).encode()
+
+    def _handler_class(self):
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server naming
+                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+                number = server._record(body, self.headers.get("Authorization"))
+                try:
+                    status, payload = server._answer(number, body)
+                finally:
+                    server._leave()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                try:
+                    self.wfile.write(payload)
+                except OSError:
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, *args):
+                pass
+
+        return Handler

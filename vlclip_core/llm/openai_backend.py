@@ -1,0 +1,152 @@
+"""LLM backend for an OpenAI-compatible /v1/chat/completions endpoint (vLLM, TGI, Ollama), bounded retries."""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import List, Optional, Sequence, Union
+
+import requests
+
+from vlclip_core.config import ConfigError, LLMConfig
+
+log = logging.getLogger(__name__)
+
+Conversation = Sequence[dict]
+Reply = Union[str, Exception]
+
+
+class LLMError(RuntimeError):
+    """An LLM request failed; `kind` is a short, secret-free label for error rows."""
+
+    kind = "LLMError"
+
+
+class LLMTimeoutError(LLMError):
+    kind = "Timeout"
+
+
+class LLMConnectionError(LLMError):
+    kind = "ConnectionError"
+
+
+class LLMHTTPError(LLMError):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.kind = f"HTTP {status}"
+
+
+class LLMResponseError(LLMError):
+    """The endpoint answered 2xx but not with a chat completion (invalid JSON, no choices)."""
+
+    kind = "InvalidResponse"
+
+
+class OpenAIChatBackend:
+    """Sends conversations to `<base_url>/chat/completions`, at most `max_concurrency` at a time.
+
+    `chat(conversations)` returns one reply per conversation: its text, or the exception that ended
+    it, so one failure does not sink the batch. Only transient failures (connection errors,
+    timeouts, 429, 5xx) are retried, `retries` times with exponential backoff.
+    """
+
+    def __init__(self, config: LLMConfig):
+        if not (config.base_url and config.model):
+            raise ConfigError("models.llm.backend=openai needs models.llm.base_url and models.llm.model")
+        self.config = config
+        self.url = config.base_url.rstrip("/") + "/chat/completions"
+        self._api_key = _read_api_key(config.api_key_env)
+        self._local = threading.local()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, config.max_concurrency),
+                                        thread_name_prefix="vlclip-llm")
+
+    def chat(self, conversations: Sequence[Conversation]) -> List[Reply]:
+        return list(self._pool.map(self._complete_safely, conversations))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
+
+    def _complete_safely(self, messages: Conversation) -> Reply:
+        try:
+            return self.complete(messages)
+        except LLMError as err:
+            return err
+
+    def complete(self, messages: Conversation) -> str:
+        """One chat completion with retries; raises an LLMError subclass on final failure."""
+        retries = max(0, self.config.retries)
+        for attempt in range(retries):
+            try:
+                return self._post_once(messages)
+            except (LLMTimeoutError, LLMConnectionError, LLMHTTPError) as err:
+                if not _is_transient(err):
+                    raise
+                delay = self.config.backoff_s * (2 ** attempt)
+                log.info("LLM request failed (%s); retry %d/%d in %.2fs", err.kind, attempt + 1, retries,
+                         delay)
+                time.sleep(delay)
+        return self._post_once(messages)
+
+    def _post_once(self, messages: Conversation) -> str:
+        try:
+            response = self._session().post(self.url, json=self._payload(messages),
+                                            timeout=(self.config.timeout_s, self.config.timeout_s))
+        except requests.Timeout as err:
+            raise LLMTimeoutError(f"no answer from {self.url} within {self.config.timeout_s}s") from err
+        except requests.RequestException as err:
+            raise LLMConnectionError(f"cannot reach {self.url}: {type(err).__name__}") from err
+        if response.status_code >= 400:
+            raise LLMHTTPError(response.status_code, f"{self.url} answered HTTP {response.status_code}: "
+                                                     f"{self._scrub(response.text[:200])}")
+        return _completion_text(response, self.url)
+
+    def _payload(self, messages: Conversation) -> dict:
+        return {"model": self.config.model, "messages": list(messages),
+                "temperature": self.config.temperature,
+                "max_tokens": self.config.max_new_tokens}
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            if self._api_key:
+                session.headers["Authorization"] = f"Bearer {self._api_key}"
+            self._local.session = session
+        return session
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._api_key, "***") if self._api_key else text
+
+
+def _read_api_key(env_name: Optional[str]) -> Optional[str]:
+    if not env_name:
+        return None
+    key = os.environ.get(env_name)
+    if not key:
+        raise ConfigError(f"models.llm.api_key_env names {env_name!r}, "
+                          "but that environment variable is not set")
+    return key
+
+
+def _is_transient(err: LLMError) -> bool:
+    if isinstance(err, LLMHTTPError):
+        return err.status == 429 or err.status >= 500
+    return isinstance(err, (LLMTimeoutError, LLMConnectionError))
+
+
+def _completion_text(response: requests.Response, url: str) -> str:
+    try:
+        body = response.json()
+    except ValueError as err:
+        raise LLMResponseError(f"{url} answered HTTP {response.status_code} with a body that is not JSON") \
+            from err
+    try:
+        content = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError) as err:
+        raise LLMResponseError(f"{url} answered without choices[0].message.content") from err
+    if not isinstance(content, str):
+        raise LLMResponseError(f"{url} answered with a non-text message content ({type(content).__name__})")
+    return content
