@@ -1,0 +1,179 @@
+"""End-to-end runs of the job: real local Spark + Delta, real local Ray, tiny real models."""
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tests.conftest import TEST_ITEMS
+from vlclip_core.catalog import CatalogSchemaError
+from vlclip_core.job import run_job
+from vlclip_core.runs import RunState
+from vlclip_core.sample_catalog import read_catalog, write_catalog
+from vlclip_core.tables import Tables
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+TINY_DIM = 32
+
+
+def embeddings(spark, config):
+    return Tables(spark, config.warehouse).read("embeddings")
+
+
+def copy_catalog(src_dir, dest, mutate=None):
+    table = read_catalog(str(src_dir))
+    return write_catalog(mutate(table) if mutate else table, str(dest))
+
+
+def clone_warehouse(src, dest):
+    shutil.copytree(src, dest)
+    lock = os.path.join(dest, "_staging", "_LOCK")
+    assert not os.path.exists(lock)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def first(spark, tiny_models, sample_root, tmp_path_factory):
+    """One incremental run over the sample catalog into a fresh warehouse."""
+    from tests.conftest import job_overrides
+    from vlclip_core.config import load_config
+
+    root = tmp_path_factory.mktemp("first")
+    catalog = copy_catalog(sample_root / "catalog", root / "catalog")
+    config = load_config("conf/tiny.yaml", job_overrides(tiny_models, catalog, str(root / "wh")))
+    report = run_job(config, spark)
+    return {"root": root, "catalog": catalog, "config": config, "report": report}
+
+
+def test_first_run_embeds_every_valid_item_with_unit_norm(spark, first):
+    report, config = first["report"], first["config"]
+    assert (report.status, report.items_selected, report.items_embedded, report.items_failed) == \
+        ("succeeded", TEST_ITEMS, TEST_ITEMS, 0)
+    assert report.detector_calls == TEST_ITEMS and report.llm_calls >= TEST_ITEMS
+    rows = embeddings(spark, config).collect()
+    assert sorted(r.item_id for r in rows) == sorted(read_catalog(first["catalog"]).column("item_id").to_pylist())
+    for row in rows:
+        assert row.model_version == config.model_version and row.embedding_dim == TINY_DIM
+        for vector in (row.image_embedding, row.text_embedding, row.embedding):
+            assert len(vector) == TINY_DIM
+            assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-4
+        assert row.enrichment_status in ("ok", "refined", "fallback") and row.enriched_text
+        assert len(row.grounding_box) == 4 and row.run_id == report.run_id
+    runs = Tables(spark, config.warehouse).read("runs").where(f"run_id = '{report.run_id}'").collect()
+    assert len(runs) == 1 and runs[0].status == "succeeded" and runs[0].items_embedded == TEST_ITEMS
+    assert runs[0].stage_items_per_s["clip"] > 0
+
+
+def test_second_run_with_nothing_changed_selects_nothing_and_runs_no_model(spark, first, make_config, tmp_path):
+    warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
+    config = make_config(first["catalog"], warehouse)
+    before = {r.item_id: r.updated_at for r in embeddings(spark, config).collect()}
+    report = run_job(config, spark)
+    assert (report.items_seen, report.items_selected, report.items_embedded) == (TEST_ITEMS, 0, 0)
+    assert (report.detector_calls, report.llm_calls) == (0, 0)
+    assert "phase_pipeline" not in report.stage_seconds  # the Ray pipeline never started
+    assert {r.item_id: r.updated_at for r in embeddings(spark, config).collect()} == before
+
+
+def test_changed_description_reembeds_exactly_that_item(spark, first, make_config, tmp_path):
+    warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
+    target = read_catalog(first["catalog"]).column("item_id")[3].as_py()
+
+    def change(table: pa.Table) -> pa.Table:
+        desc = table.column("description").to_pylist()
+        desc[3] = "Completely new description: now made of recycled canvas."
+        return table.set_column(table.schema.get_field_index("description"), "description", pa.array(desc))
+
+    catalog = copy_catalog(first["catalog"], tmp_path / "cat", change)
+    config = make_config(catalog, warehouse)
+    old = {r.item_id: r for r in embeddings(spark, config).collect()}
+    report = run_job(config, spark)
+    assert (report.items_selected, report.items_embedded, report.detector_calls) == (1, 1, 0)
+    assert report.llm_calls >= 1
+    rows = embeddings(spark, config).collect()
+    assert len(rows) == TEST_ITEMS and len({r.item_id for r in rows}) == TEST_ITEMS
+    changed = [r for r in rows if r.run_id == report.run_id]
+    assert [r.item_id for r in changed] == [target]
+    assert changed[0].content_hash != old[target].content_hash
+    assert all(r.content_hash == old[r.item_id].content_hash for r in rows if r.item_id != target)
+
+
+def test_new_clip_checkpoint_reembeds_all_under_new_version_from_caches(spark, first, make_config, tmp_path):
+    from vlclip_core.models.tiny import build_tiny_clip
+
+    warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
+    other = build_tiny_clip(str(tmp_path / "clip2"), seed=1)
+    config = make_config(first["catalog"], warehouse, f"models.clip.pretrained={other['checkpoint']}")
+    old_version = first["config"].model_version
+    assert config.model_version != old_version
+    report = run_job(config, spark)
+    assert (report.items_selected, report.items_embedded) == (TEST_ITEMS, TEST_ITEMS)
+    assert (report.detector_calls, report.llm_calls) == (0, 0)  # boxes and texts come from the caches
+    counts = {r["model_version"]: r["count"] for r in embeddings(spark, config).groupBy("model_version").count().collect()}
+    assert counts == {old_version: TEST_ITEMS, config.model_version: TEST_ITEMS}
+    old = embeddings(spark, config).where(f"model_version = '{old_version}'").collect()
+    assert {r.run_id for r in old} == {first["report"].run_id}
+
+
+def test_backfill_interrupted_after_a_shard_resumes_and_finishes_once(spark, first, make_config, tmp_path,
+                                                                     monkeypatch):
+    config = make_config(first["catalog"], tmp_path / "wh", "job.mode=backfill", "stages.clip.batch_size=4")
+    real_mark = RunState.mark_shard_done
+    marked = []
+
+    def mark_then_die(self, shard, summary):
+        real_mark(self, shard, summary)
+        marked.append(shard)
+        raise KeyboardInterrupt("simulated kill after one shard")
+
+    monkeypatch.setattr(RunState, "mark_shard_done", mark_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(config, spark)
+    monkeypatch.setattr(RunState, "mark_shard_done", real_mark)
+    staging = tmp_path / "wh" / "_staging"
+    (run_dir,) = [p for p in staging.iterdir() if not p.name.startswith("_")]
+    finished = sorted(os.listdir(run_dir / "output" / f"shard_id={marked[0]}"))
+    report = run_job(config, spark)
+    assert report.resumed and report.run_id == run_dir.name and report.items_embedded == TEST_ITEMS
+    assert sorted(os.listdir(run_dir / "output" / f"shard_id={marked[0]}")) == finished  # not recomputed
+    ids = [r.item_id for r in embeddings(spark, config).collect()]
+    assert len(ids) == TEST_ITEMS and len(set(ids)) == TEST_ITEMS
+
+
+def test_catalog_without_image_uri_fails_before_any_model_work(spark, first, make_config, tmp_path):
+    catalog = copy_catalog(first["catalog"], tmp_path / "cat", lambda t: t.drop(["image_uri"]))
+    config = make_config(catalog, tmp_path / "wh")
+    with pytest.raises(CatalogSchemaError, match="missing required column 'image_uri'"):
+        run_job(config, spark)
+    runs = Tables(spark, config.warehouse).read("runs").collect()
+    assert [(r.status, r.items_selected) for r in runs] == [("failed", 0)]
+    assert "image_uri" in runs[0].message
+    assert not any((tmp_path / "wh" / "_staging").glob("*/output"))
+
+
+def test_invalid_catalog_rows_become_error_rows(spark, first, make_config, tmp_path):
+    def add_bad_rows(table: pa.Table) -> pa.Table:
+        schema = pa.schema([f.with_nullable(True) for f in table.schema])
+        good = table.slice(0, 3).cast(schema)
+        template = good.slice(0, 1).to_pylist()[0]
+        bad = [dict(template, item_id=None), dict(template, item_id="DUP-1"), dict(template, item_id="DUP-1"),
+               dict(template, item_id="NO-URI", image_uri=None),
+               dict(template, item_id="MISSING-FILE", image_uri=str(tmp_path / "nope.jpg"))]
+        return pa.concat_tables([good, pa.Table.from_pylist(bad, schema=schema)])
+
+    catalog = copy_catalog(first["catalog"], tmp_path / "cat", add_bad_rows)
+    config = make_config(catalog, tmp_path / "wh")
+    report = run_job(config, spark)
+    assert (report.items_seen, report.items_invalid, report.items_selected) == (8, 4, 4)
+    assert (report.items_embedded, report.items_failed) == (3, 5)
+    errors = Tables(spark, config.warehouse).read("embedding_errors").where(f"run_id = '{report.run_id}'")
+    got = sorted((r.item_id or "", r.stage, r.error_type) for r in errors.collect())
+    assert got == [("", "catalog", "null_item_id"), ("DUP-1", "catalog", "duplicate_item_id"),
+                   ("DUP-1", "catalog", "duplicate_item_id"), ("MISSING-FILE", "decode", "missing_file"),
+                   ("NO-URI", "catalog", "missing_image_uri")]
+    assert report.error_counts == {"null_item_id": 1, "duplicate_item_id": 2, "missing_file": 1,
+                                   "missing_image_uri": 1}
+    assert embeddings(spark, config).where("item_id = 'DUP-1' OR item_id IS NULL").count() == 0

@@ -1,0 +1,104 @@
+"""Read and validate the user's catalog with Spark; split invalid rows off; hash the model inputs."""
+from __future__ import annotations
+
+import logging
+from typing import List, Tuple
+
+from vlclip_core import schema as S
+from vlclip_core import storage
+from vlclip_core.config import CatalogConfig
+
+log = logging.getLogger(__name__)
+
+
+class CatalogSchemaError(ValueError):
+    """The catalog lacks required columns or has them with the wrong type (the message lists each)."""
+
+
+def read_catalog(spark, cfg: CatalogConfig):
+    """Load the catalog (Delta table, Delta/Parquet directory or metastore table), filter pushed down."""
+    if cfg.table:
+        df = spark.table(cfg.table)
+    else:
+        fmt = _detect_format(cfg.path) if cfg.format == "auto" else cfg.format
+        df = spark.read.format(fmt).load(storage.spark_path(cfg.path))
+    if cfg.filter:
+        df = df.where(cfg.filter)
+    return df
+
+
+def _detect_format(path: str) -> str:
+    if not storage.exists(path):
+        raise FileNotFoundError(f"catalog path {path!r} does not exist")
+    return "delta" if storage.exists(storage.join(path, "_delta_log")) else "parquet"
+
+
+def validate_schema(df) -> None:
+    """Fail before any model work, naming each missing or mistyped column."""
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    problems: List[str] = []
+    for column, expected in S.REQUIRED_CATALOG_COLUMNS.items():
+        if column not in types:
+            problems.append(f"missing required column {column!r} ({expected})")
+        elif types[column] != expected:
+            problems.append(f"column {column!r} must be {expected}, found {types[column]}")
+    for column, expected in S.OPTIONAL_CATALOG_COLUMNS.items():
+        if column in types and types[column] != expected:
+            problems.append(f"optional column {column!r} must be {expected}, found {types[column]}")
+    if problems:
+        raise CatalogSchemaError("catalog schema is invalid: " + "; ".join(problems))
+
+
+def normalise(df):
+    """Keep the model-input columns, adding absent optional ones as nulls."""
+    from pyspark.sql import functions as F
+
+    for column, dtype in S.OPTIONAL_CATALOG_COLUMNS.items():
+        if column not in df.columns:
+            df = df.withColumn(column, F.lit(None).cast(dtype))
+    return df.select(*S.REQUIRED_CATALOG_COLUMNS, *S.OPTIONAL_CATALOG_COLUMNS)
+
+
+def split_invalid(df) -> Tuple[object, object]:
+    """Return (valid, invalid): invalid rows carry `error_type` and `error_message`.
+
+    Rule for duplicates: every row of a duplicated item_id is rejected (no silent winner), so the
+    catalog owner sees the conflict; the id's earlier embedding, if any, is kept untouched.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    dup_count = F.count(F.lit(1)).over(Window.partitionBy(S.ITEM_ID))
+    reason = (F.when(F.col(S.ITEM_ID).isNull() | (F.trim(S.ITEM_ID) == ""), F.lit("null_item_id"))
+              .when(F.col("_dups") > 1, F.lit("duplicate_item_id"))
+              .when(F.col(S.IMAGE_URI).isNull() | (F.trim(S.IMAGE_URI) == ""), F.lit("missing_image_uri")))
+    flagged = df.withColumn("_dups", dup_count).withColumn(S.ERROR_TYPE, reason)
+    message = (F.when(F.col(S.ERROR_TYPE) == "duplicate_item_id",
+                      F.concat(F.lit("item_id appears "), F.col("_dups").cast("string"), F.lit(" times")))
+               .when(F.col(S.ERROR_TYPE) == "null_item_id", F.lit("item_id is null or blank"))
+               .otherwise(F.lit("image_uri is null or blank")))
+    invalid = flagged.where(F.col(S.ERROR_TYPE).isNotNull()).withColumn(S.ERROR_MESSAGE, message).drop("_dups")
+    valid = flagged.where(F.col(S.ERROR_TYPE).isNull()).drop("_dups", S.ERROR_TYPE)
+    return valid, invalid
+
+
+def with_hashes(df, model_version: str, llm_identity: str):
+    """Add attributes_json, content_hash (all model inputs + model_version) and text_hash (LLM inputs)."""
+    from pyspark.sql import functions as F
+
+    attrs = F.to_json(F.map_from_entries(F.array_sort(F.map_entries(S.ATTRIBUTES))))
+    df = df.withColumn(S.ATTRIBUTES_JSON, F.when(F.col(S.ATTRIBUTES).isNotNull(), attrs))
+    text_fields = F.to_json(F.struct(S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON))
+    all_fields = F.to_json(F.struct(S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON, S.IMAGE_URI))
+    return (df.withColumn(S.TEXT_HASH, F.sha2(F.concat(text_fields, F.lit(llm_identity)), 256))
+            .withColumn(S.CONTENT_HASH, F.sha2(F.concat(all_fields, F.lit(model_version)), 256))
+            .drop(S.ATTRIBUTES))
+
+
+def load_valid_and_invalid(spark, cfg: CatalogConfig, model_version: str, llm_identity: str):
+    """Read, validate, normalise, split and hash the catalog: the Spark half of the work-set decision."""
+    df = read_catalog(spark, cfg)
+    validate_schema(df)
+    valid, invalid = split_invalid(normalise(df))
+    return with_hashes(valid, model_version, llm_identity), invalid
+

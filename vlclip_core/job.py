@@ -1,0 +1,246 @@
+"""One run of the catalog-embedding job: stage the work set (Spark), run the stages (Ray), commit (Delta MERGE)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Dict, Optional
+
+from vlclip_core import schema as S
+from vlclip_core import storage
+from vlclip_core.catalog import load_valid_and_invalid
+from vlclip_core.config import ConfigError, VlclipConfig, _digest
+from vlclip_core.pipeline import PipelineResult, run_pipeline
+from vlclip_core.runs import (COMMITTED, PROCESSED, STAGED, STAGING, RunLock, RunState, create_run,
+                              find_unfinished, new_run_id, open_run, utcnow)
+from vlclip_core.spark_session import get_spark
+from vlclip_core.tables import (Tables, delete_removed_items, insert_new, merge_embeddings, replace_run_errors,
+                                upsert_run)
+from vlclip_core.workset import stage_work
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunReport:
+    """What one run did: the row it appends to the `runs` table."""
+
+    run_id: str
+    mode: str
+    model_version: str
+    config_hash: str
+    status: str = "running"
+    started_at: object = None
+    finished_at: object = None
+    items_seen: int = 0
+    items_invalid: int = 0  # catalog rows rejected before selection (null/duplicate id, no image_uri)
+    items_selected: int = 0
+    items_embedded: int = 0
+    items_failed: int = 0
+    items_removed: int = 0
+    detector_calls: int = 0
+    llm_calls: int = 0
+    stage_seconds: Dict[str, float] = field(default_factory=dict)
+    stage_items_per_s: Dict[str, float] = field(default_factory=dict)
+    error_counts: Dict[str, int] = field(default_factory=dict)
+    message: Optional[str] = None
+    resumed: bool = False
+    tables: Dict[str, str] = field(default_factory=dict)
+
+
+def llm_identity(config: VlclipConfig) -> str:
+    """Identity of the enrichment recipe; part of every text_hash so caches never mix LLMs/prompts."""
+    return _digest(config.models.llm.identity())[:16]
+
+
+def detector_identity(config: VlclipConfig) -> str:
+    return _digest(config.models.detector.identity())[:16]
+
+
+def run_job(config: VlclipConfig, spark=None) -> RunReport:
+    """Run (or resume) one job run end to end and return its report; raises on failure after recording it."""
+    _check_job_config(config)
+    spark = spark or get_spark(config.spark)
+    tables = Tables(spark, config.warehouse)
+    tables.ensure_all()
+    staging = config.warehouse.staging()
+    storage.makedirs(staging)
+    with RunLock(staging, config.job.run_id or config.job.mode):
+        state = _open_state(config, staging)
+        report = _new_report(config, state, tables)
+        try:
+            _advance(spark, tables, state, config, report)
+        except BaseException as err:
+            _record_failure(spark, tables, state, report, err)
+            raise
+    return report
+
+
+def _check_job_config(config: VlclipConfig) -> None:
+    if config.job.removed_items == "delete" and config.catalog.filter:
+        raise ConfigError("job.removed_items=delete cannot be combined with catalog.filter: items outside "
+                          "the filter would be deleted")
+
+
+def _open_state(config: VlclipConfig, staging: str) -> RunState:
+    job = config.job
+    if job.run_id:
+        state = open_run(staging, job.run_id)
+        if state and state.status == COMMITTED:
+            raise ConfigError(f"run {job.run_id} is already committed; start a new run without job.run_id")
+        if state:
+            log.info("resuming run %s (status %s)", state.run_id, state.status)
+            return state
+        return create_run(staging, job.run_id, job.mode, config.model_version, config.config_hash)
+    if job.resume:
+        state = find_unfinished(staging, job.mode, config.model_version)
+        if state:
+            log.info("resuming unfinished run %s (status %s)", state.run_id, state.status)
+            return state
+    return create_run(staging, new_run_id(job.mode), job.mode, config.model_version, config.config_hash)
+
+
+def _new_report(config: VlclipConfig, state: RunState, tables: Tables) -> RunReport:
+    return RunReport(run_id=state.run_id, mode=state.manifest["mode"], model_version=config.model_version,
+                     config_hash=config.config_hash, started_at=utcnow(), resumed=state.status != STAGING,
+                     tables={t: tables.ref(t) for t in ("embeddings", "embedding_errors", "runs")})
+
+
+def _advance(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport) -> None:
+    """Move the run through its phases; each phase is skipped when a previous attempt finished it."""
+    if state.status == STAGING:
+        _timed(report, "select", lambda: _stage(spark, tables, state, config))
+        state.save(status=STAGED)
+    if state.status == STAGED:
+        if state.pending_shards():  # nothing selected: no Ray, no model
+            result = _timed(report, "pipeline", lambda: run_pipeline(state, config))
+            log.info("pipeline finished %d item(s) in %.1fs", result.rows, result.wall_seconds)
+        state.save(status=PROCESSED)
+    _timed(report, "commit", lambda: commit(spark, tables, state, config, report))
+    state.save(status=COMMITTED)
+    report.status = "succeeded"
+    report.finished_at = utcnow()
+    upsert_run(tables, runs_row(spark, report))
+
+
+def _timed(report: RunReport, phase: str, fn):
+    start = time.monotonic()
+    try:
+        return fn()
+    finally:
+        report.stage_seconds[f"phase_{phase}"] = round(time.monotonic() - start, 3)
+
+
+def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None:
+    valid, invalid = load_valid_and_invalid(spark, config.catalog, config.model_version, llm_identity(config))
+    counts = stage_work(spark, valid, invalid, tables, state, config.job.shard_size, detector_identity(config))
+    log.info("catalog: %d item(s) seen, %d invalid, %d selected (%s mode) in %d shard(s)", counts.items_seen,
+             counts.items_invalid, counts.items_selected, state.manifest["mode"], counts.shards)
+
+
+def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport) -> None:
+    """Merge the staged results into the Delta tables; safe to repeat after a failed attempt."""
+    results = _read_outputs(spark, state)
+    if results is not None:
+        results = results.cache()
+        merge_embeddings(tables, _embedding_rows(results, state), config.model_version,
+                         update_unchanged=state.manifest["mode"] == "backfill")
+        _update_caches(tables, results, config)
+    errors = _error_rows(spark, state, results, config.model_version)
+    replace_run_errors(tables, errors, state.run_id)
+    _fill_counts(report, state, errors)
+    if config.job.removed_items == "delete":
+        ids = load_valid_and_invalid(spark, config.catalog, config.model_version, "")[0].select(S.ITEM_ID)
+        report.items_removed = delete_removed_items(tables, ids, config.model_version)
+    if results is not None:
+        results.unpersist()
+    log.info("commit: %d embedded, %d failed, %d removed", report.items_embedded, report.items_failed,
+             report.items_removed)
+
+
+def _read_outputs(spark, state: RunState):
+    if not state.shards():
+        return None
+    return spark.read.parquet(storage.spark_path(state.path("output")))
+
+
+def _embedding_rows(results, state: RunState):
+    from pyspark.sql import functions as F
+
+    return (results.where(F.col(S.STATUS) == S.STATUS_OK)
+            .select(S.ITEM_ID, F.lit(state.manifest["model_version"]).alias(S.MODEL_VERSION), S.CONTENT_HASH,
+                    S.IMAGE_EMBEDDING, S.TEXT_EMBEDDING, S.EMBEDDING,
+                    F.size(S.EMBEDDING).alias("embedding_dim"), S.ENRICHED_TEXT, S.ENRICHMENT_STATUS,
+                    S.GROUNDING_BOX, S.GROUNDING_SCORE, S.GROUNDED, S.PRODUCT_TYPE,
+                    F.lit(state.run_id).alias(S.RUN_ID), F.current_timestamp().alias(S.UPDATED_AT)))
+
+
+def _error_rows(spark, state: RunState, results, model_version: str):
+    from pyspark.sql import functions as F
+
+    def shape(df, stage_col):
+        return df.select(S.ITEM_ID, F.lit(state.run_id).alias(S.RUN_ID), F.lit(model_version).alias(S.MODEL_VERSION),
+                         stage_col.alias("stage"), S.ERROR_TYPE, F.col(S.ERROR_MESSAGE).alias("message"),
+                         F.current_timestamp().alias("occurred_at"))
+
+    catalog_errors = spark.read.parquet(storage.spark_path(state.path("catalog_errors")))
+    errors = shape(catalog_errors, F.lit("catalog"))
+    if results is not None:
+        errors = errors.unionByName(shape(results.where(F.col(S.STATUS) == S.STATUS_ERROR), F.col(S.ERROR_STAGE)))
+    return errors
+
+
+def _update_caches(tables: Tables, results, config: VlclipConfig) -> None:
+    from pyspark.sql import functions as F
+
+    now = F.current_timestamp()
+    grounding = (results.where((F.col(S.GROUNDING_SOURCE) == S.SOURCE_MODEL) & F.col(S.GROUNDED).isNotNull())
+                 .select(S.IMAGE_URI, F.col(S.IMAGE_SHA).alias("image_sha"),
+                         F.lit(detector_identity(config)).alias("detector_id"),
+                         F.col(S.GROUNDING_PROMPT).alias("prompt"), F.col(S.GROUNDING_BOX).alias("box"),
+                         F.col(S.GROUNDING_SCORE).alias("score"), S.GROUNDED,
+                         F.col(S.GROUNDING_REASON).alias("reason"), now.alias("created_at"))
+                 .dropDuplicates(["image_uri", "image_sha", "prompt"]))
+    insert_new(tables, "grounding_cache", grounding, ("image_uri", "image_sha", "detector_id", "prompt"))
+    reusable = ~F.coalesce(F.col(S.ENRICHMENT_REASON), F.lit("")).startswith("llm_error")
+    enrichment = (results.where((F.col(S.ENRICHMENT_SOURCE) == S.SOURCE_MODEL) & F.col(S.ENRICHED_TEXT).isNotNull()
+                                & reusable)
+                  .select(S.TEXT_HASH, S.ENRICHED_TEXT, F.col(S.ENRICHMENT_STATUS).alias("status"),
+                          F.col(S.ENRICHMENT_REASON).alias("reason"), now.alias("created_at"))
+                  .dropDuplicates([S.TEXT_HASH]))
+    insert_new(tables, "enrichment_cache", enrichment, (S.TEXT_HASH,))
+
+
+def _fill_counts(report: RunReport, state: RunState, errors) -> None:
+    totals = PipelineResult()
+    for summary in state.done_summaries():
+        totals.add(summary)
+    manifest = state.manifest
+    report.items_seen = int(manifest.get("items_seen", 0))
+    report.items_selected = int(manifest.get("items_selected", 0))
+    report.items_invalid = int(manifest.get("items_invalid", 0))
+    report.items_embedded = totals.ok
+    report.items_failed = totals.errors + report.items_invalid
+    report.detector_calls = totals.detector_items
+    report.llm_calls = totals.llm_calls
+    for name, seconds in totals.stage_seconds.items():
+        report.stage_seconds[name] = round(seconds, 3)
+        report.stage_items_per_s[name] = round(totals.rows / seconds, 2) if seconds > 0 else 0.0
+    report.error_counts = {r["error_type"]: int(r["count"]) for r in errors.groupBy(S.ERROR_TYPE).count().collect()}
+
+
+def _record_failure(spark, tables: Tables, state: RunState, report: RunReport, err: BaseException) -> None:
+    report.status = "failed"
+    report.finished_at = utcnow()
+    report.message = f"{type(err).__name__}: {err}"[:2000]
+    state.save(last_error=report.message)
+    try:
+        upsert_run(tables, runs_row(spark, report))
+    except Exception as write_err:  # noqa: BLE001 - the original failure is what the caller must see
+        log.error("could not record the failed run in the runs table: %s", write_err)
+
+
+def runs_row(spark, report: RunReport):
+    columns = spark.createDataFrame([], S.RUNS_DDL).columns
+    return spark.createDataFrame([{name: getattr(report, name) for name in columns}], S.RUNS_DDL)

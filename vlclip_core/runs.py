@@ -1,0 +1,182 @@
+"""Run identity and staged state: run ids, the run directory, its manifest, shard markers, resume, run lock."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import socket
+import uuid
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Set
+
+from vlclip_core import storage
+
+log = logging.getLogger(__name__)
+
+# manifest status, in order
+STAGING, STAGED, PROCESSED, COMMITTED, FAILED = "staging", "staged", "processed", "committed", "failed"
+
+
+class RunLockedError(RuntimeError):
+    """Another vlclip run holds the warehouse's run lock."""
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+
+
+def new_run_id(mode: str) -> str:
+    return f"{utcnow():%Y%m%dT%H%M%SZ}-{mode}-{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class RunState:
+    """One run's directory under the staging root:
+
+    manifest.json, input/shard_id=K/ (work set, Spark), output/shard_id=K/ (results, Ray),
+    done/shard-K.json (shard finished), catalog_errors/ (invalid catalog rows).
+    """
+
+    root: str
+    manifest: Dict = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest["run_id"]
+
+    @property
+    def status(self) -> str:
+        return self.manifest["status"]
+
+    def path(self, *parts: str) -> str:
+        return storage.join(self.root, *parts)
+
+    def save(self, **updates) -> None:
+        self.manifest.update(updates)
+        storage.write_json(self.path("manifest.json"), self.manifest)
+
+    def shards(self) -> Dict[int, int]:
+        return {int(k): int(v) for k, v in self.manifest.get("shards", {}).items()}
+
+    def done_shards(self) -> Set[int]:
+        names = storage.list_dir(self.path("done"))
+        return {int(n[len("shard-"):-len(".json")]) for n in names if n.startswith("shard-") and n.endswith(".json")}
+
+    def pending_shards(self) -> List[int]:
+        done = self.done_shards()
+        return sorted(s for s in self.shards() if s not in done)
+
+    def shard_input(self, shard: int) -> str:
+        return self.path("input", f"shard_id={shard}")
+
+    def shard_output(self, shard: int) -> str:
+        return self.path("output", f"shard_id={shard}")
+
+    def mark_shard_done(self, shard: int, summary: Dict) -> None:
+        storage.write_json(self.path("done", f"shard-{shard}.json"), summary)
+
+    def done_summaries(self) -> List[Dict]:
+        return [storage.read_json(self.path("done", f"shard-{s}.json")) for s in sorted(self.done_shards())]
+
+    def clear_partial_outputs(self) -> None:
+        """Remove outputs of unfinished shards (a killed run may have left half of one)."""
+        for shard in self.pending_shards():
+            storage.delete_dir(self.shard_output(shard))
+
+
+def create_run(staging: str, run_id: str, mode: str, model_version: str, config_hash: str) -> RunState:
+    state = RunState(storage.join(staging, run_id))
+    if storage.exists(state.path("manifest.json")):
+        raise FileExistsError(f"run {run_id} already exists under {staging}")
+    state.save(run_id=run_id, mode=mode, model_version=model_version, config_hash=config_hash,
+               status=STAGING, started_at=utcnow().isoformat(), shards={})
+    return state
+
+
+def open_run(staging: str, run_id: str) -> Optional[RunState]:
+    root = storage.join(staging, run_id)
+    if not storage.exists(storage.join(root, "manifest.json")):
+        return None
+    return RunState(root, storage.read_json(storage.join(root, "manifest.json")))
+
+
+def find_unfinished(staging: str, mode: str, model_version: str) -> Optional[RunState]:
+    """The newest run of this mode and model_version that never committed (resumable)."""
+    for name in reversed(storage.list_dir(staging)):
+        state = open_run(staging, name) if not name.startswith("_") else None
+        if state and state.status not in (COMMITTED,) and state.manifest.get("mode") == mode \
+                and state.manifest.get("model_version") == model_version:
+            return state
+    return None
+
+
+class RunLock:
+    """An exclusive lock file in the staging root so that two runs never share a warehouse.
+
+    Local and POSIX-mounted staging directories get an O_EXCL lock file; a lock left by a dead
+    process on this host is taken over. On object stores Delta's optimistic concurrency is the guard.
+    """
+
+    def __init__(self, staging: str, run_hint: str):
+        self.path = storage.join(staging, "_LOCK")
+        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "run": run_hint,
+                     "since": utcnow().isoformat()}
+        self.local = "://" not in staging or staging.startswith("file://")
+        self.held = False
+
+    def __enter__(self) -> "RunLock":
+        if self.local:
+            self._acquire_local()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            storage.delete_file(self.path)
+            self.held = False
+
+    def _acquire_local(self) -> None:
+        path = storage.resolve(self.path)[1]
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                self._take_over_if_stale(path)
+                continue
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.info, fh)
+            self.held = True
+            return
+        raise RunLockedError(f"another vlclip run holds {path}: {_read_text(path)}")
+
+    def _take_over_if_stale(self, path: str) -> None:
+        try:
+            holder = json.loads(_read_text(path))
+        except ValueError:
+            return
+        if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
+            log.warning("removing stale run lock of dead process %s (run %s)", holder.get("pid"), holder.get("run"))
+            os.unlink(path)
+            return
+        raise RunLockedError(f"another vlclip run holds {path}: {json.dumps(holder)}")
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError:
+        return ""
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

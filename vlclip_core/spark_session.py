@@ -1,0 +1,58 @@
+"""Spark session with the Delta Lake extension: reuse the one spark-submit made, or start a local one."""
+from __future__ import annotations
+
+import logging
+import os
+
+from vlclip_core.config import SparkConfig
+
+log = logging.getLogger(__name__)
+
+DELTA_SQL_CONF = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+LOCAL_DEFAULTS = {
+    "spark.ui.enabled": "false",
+    "spark.sql.shuffle.partitions": "4",
+    "spark.driver.memory": "2g",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.databricks.delta.snapshotPartitions": "2",
+    "spark.ui.showConsoleProgress": "false",
+}
+
+
+def get_spark(cfg: SparkConfig):
+    """Return the active session (spark-submit) or build one with Delta from `cfg`.
+
+    Under spark-submit, pass the Delta package there (see README); locally the Delta jars are
+    resolved through `configure_spark_with_delta_pip` (Ivy cache, warmed by `make install`).
+    """
+    from pyspark.sql import SparkSession
+
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    builder = SparkSession.builder.appName(cfg.app_name)
+    if cfg.master:
+        builder = builder.master(cfg.master)
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        for key, value in LOCAL_DEFAULTS.items():
+            builder = builder.config(key, value)
+    for key, value in {**DELTA_SQL_CONF, **cfg.conf}.items():
+        builder = builder.config(key, str(value))
+    if _delta_jars_missing():
+        from delta import configure_spark_with_delta_pip
+
+        builder = configure_spark_with_delta_pip(builder)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    log.info("spark session %s (master %s)", session.version, session.sparkContext.master)
+    return session
+
+
+def _delta_jars_missing() -> bool:
+    """True unless spark-submit already put the Delta jars on the classpath."""
+    submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "") + os.environ.get("SPARK_SUBMIT_OPTS", "")
+    return "delta-spark" not in submitted and "io.delta" not in submitted

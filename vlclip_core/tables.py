@@ -1,0 +1,113 @@
+"""The job's Delta tables: create them, and MERGE staged results into them (rerun-safe writes)."""
+from __future__ import annotations
+
+import logging
+from typing import Dict, Optional
+
+from vlclip_core import schema as S
+from vlclip_core import storage
+from vlclip_core.config import WarehouseConfig
+
+log = logging.getLogger(__name__)
+
+# Narrow embeddings table: partitioned by model_version so a MERGE prunes to one recipe, deletion
+# vectors so an update marks rows instead of rewriting whole files, and item_id statistics first.
+TABLE_PROPERTIES = {
+    "embeddings": {"delta.enableDeletionVectors": "true", "delta.dataSkippingNumIndexedCols": "2"},
+    "grounding_cache": {"delta.enableDeletionVectors": "true"},
+    "enrichment_cache": {"delta.enableDeletionVectors": "true"},
+}
+PARTITION_COLUMNS = {"embeddings": ["model_version"], "embedding_errors": [], "runs": [],
+                     "grounding_cache": ["detector_id"], "enrichment_cache": []}
+
+
+class Tables:
+    """Locations of the warehouse tables: a metastore name when configured, else <warehouse>/<name>."""
+
+    def __init__(self, spark, cfg: WarehouseConfig):
+        self.spark = spark
+        self.cfg = cfg
+        self.names: Dict[str, Optional[str]] = {
+            "embeddings": cfg.embeddings_table, "embedding_errors": cfg.errors_table, "runs": cfg.runs_table}
+
+    def location(self, table: str) -> str:
+        return storage.spark_path(storage.join(self.cfg.path, table))
+
+    def ref(self, table: str) -> str:
+        """SQL reference of a table: its metastore name or delta.`path`."""
+        name = self.names.get(table)
+        return name if name else f"delta.`{self.location(table)}`"
+
+    def ensure_all(self) -> None:
+        for table in S.TABLES:
+            self.ensure(table)
+
+    def ensure(self, table: str) -> None:
+        from delta.tables import DeltaTable
+
+        builder = DeltaTable.createIfNotExists(self.spark)
+        name = self.names.get(table)
+        builder = builder.tableName(name) if name else builder.location(self.location(table))
+        builder = builder.addColumns(self.spark.createDataFrame([], S.TABLES[table]).schema)
+        if PARTITION_COLUMNS[table]:
+            builder = builder.partitionedBy(*PARTITION_COLUMNS[table])
+        for key, value in TABLE_PROPERTIES.get(table, {}).items():
+            builder = builder.property(key, value)
+        builder.execute()
+
+    def read(self, table: str):
+        name = self.names.get(table)
+        if name:
+            return self.spark.table(name)
+        return self.spark.read.format("delta").load(self.location(table))
+
+    def delta(self, table: str):
+        from delta.tables import DeltaTable
+
+        name = self.names.get(table)
+        if name:
+            return DeltaTable.forName(self.spark, name)
+        return DeltaTable.forPath(self.spark, self.location(table))
+
+
+def merge_embeddings(tables: Tables, src, model_version: str, update_unchanged: bool) -> None:
+    """Upsert by (item_id, model_version): update when the content hash changed, insert when new."""
+    condition = f"t.model_version = '{model_version}' AND t.item_id = s.item_id AND t.model_version = s.model_version"
+    update_when = None if update_unchanged else "t.content_hash <> s.content_hash"
+    (tables.delta("embeddings").alias("t").merge(src.alias("s"), condition)
+     .whenMatchedUpdateAll(condition=update_when)
+     .whenNotMatchedInsertAll()
+     .execute())
+
+
+def replace_run_errors(tables: Tables, errors, run_id: str) -> None:
+    """Write this run's error rows, replacing any earlier attempt of the same run (idempotent)."""
+    writer = errors.write.format("delta").mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'")
+    name = tables.names.get("embedding_errors")
+    if name:
+        writer.saveAsTable(name)
+    else:
+        writer.save(tables.location("embedding_errors"))
+
+
+def upsert_run(tables: Tables, row_df) -> None:
+    (tables.delta("runs").alias("t").merge(row_df.alias("s"), "t.run_id = s.run_id")
+     .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
+
+
+def insert_new(tables: Tables, table: str, src, keys: tuple) -> None:
+    """Insert rows whose key is not in `table` yet (cache tables are insert-only)."""
+    condition = " AND ".join(f"t.{k} <=> s.{k}" for k in keys)
+    tables.delta(table).alias("t").merge(src.alias("s"), condition).whenNotMatchedInsertAll().execute()
+
+
+def delete_removed_items(tables: Tables, catalog_ids, model_version: str) -> int:
+    """Delete embeddings of this model_version whose item_id left the catalog; returns how many."""
+    emb = tables.read("embeddings").where(f"model_version = '{model_version}'").select(S.ITEM_ID)
+    gone = emb.join(catalog_ids, S.ITEM_ID, "left_anti")
+    count = gone.count()
+    if count:
+        (tables.delta("embeddings").alias("t")
+         .merge(gone.alias("s"), f"t.model_version = '{model_version}' AND t.item_id = s.item_id")
+         .whenMatchedDelete().execute())
+    return count
