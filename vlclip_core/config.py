@@ -66,7 +66,8 @@ class RayConfig:
     address: str = "local"  # local | auto | ray://host:port
     num_cpus: Optional[float] = None  # only for address=local
     stall_timeout_s: float = 900.0  # no progress for this long ends the run
-    max_batch_retries: int = 2
+    max_batch_retries: int = 2  # Ray retries of a failed task / restarts of a dead actor
+    max_failed_batches: int = 10  # batches that still fail become error rows; one more fails the run
     runtime_env: dict = field(default_factory=dict)
 
 
@@ -76,6 +77,7 @@ class StageResources:
     num_actors: int = 1  # decode: max parallel tasks
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    impl: Optional[str] = None  # "module:Class" replacing the stage's class (a BatchStage subclass)
 
     def validate(self, name: str) -> None:
         _positive(f"stages.{name}.batch_size", self.batch_size)
@@ -302,14 +304,20 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     if dataclasses.is_dataclass(default):
         return build(type(default), value or {}, where)
-    if value is None or default is None:
+    if value is None:
         return value
-    expected = (int, float) if isinstance(default, float) else type(default)
-    if isinstance(default, (int, float)) and isinstance(value, bool) and not isinstance(default, bool):
+    kind = type(default) if default is not None else _OPTIONAL_TYPES.get(str(f.type))
+    if kind is None:
+        return value
+    expected = (int, float) if kind is float else kind
+    if kind in (int, float) and isinstance(value, bool):
         raise ConfigError(f"{where} must be a number, got {value!r}")
     if not isinstance(value, expected):
-        raise ConfigError(f"{where} must be {type(default).__name__}, got {value!r}")
-    return float(value) if isinstance(default, float) else value
+        raise ConfigError(f"{where} must be {kind.__name__}, got {value!r}")
+    return float(value) if kind is float else value
+
+
+_OPTIONAL_TYPES = {"Optional[float]": float, "Optional[int]": int, "Optional[str]": str}
 
 
 def _one_of(name: str, value: Any, allowed: tuple) -> None:
