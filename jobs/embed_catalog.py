@@ -7,6 +7,7 @@ import sys
 from typing import List, Optional
 
 from vlclip_core.config import load_config
+from vlclip_core.logs import setup_logging
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -31,8 +32,7 @@ def overrides_from(args: argparse.Namespace) -> tuple:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
     from vlclip_core.job import run_job
     from vlclip_core.summary import format_summary
 

@@ -3,16 +3,19 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
+from job_helpers import REPO, TEST_ITEMS, TEST_LLM_KEY, TEST_LLM_KEY_ENV, job_overrides
+from vlclip_core.config import load_config
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-
-import pytest  # noqa: E402
-
-from vlclip_core.config import load_config  # noqa: E402
-
-TEST_ITEMS = 24
+# Ray workers inherit the environment Ray starts with: they import tests.fault_stages from the repo,
+# and read the LLM key from the environment like production nodes do.
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
+os.environ[TEST_LLM_KEY_ENV] = TEST_LLM_KEY
 
 
 @pytest.fixture(scope="session")
@@ -47,25 +50,27 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def paths(tiny_models):
+    """The tiny model paths, as the model and stage tests call them."""
+    return tiny_models
+
+
+@pytest.fixture(scope="session")
+def encoder(tiny_models):
+    """The tiny CLIP encoder, loaded once through the real loader."""
+    from models_helpers import tiny_config
+    from vlclip_core.models.clip import load_clip
+
+    return load_clip(tiny_config(tiny_models).models.clip, "cpu")
+
+
+@pytest.fixture(scope="session")
 def sample_root(tmp_path_factory):
     from vlclip_core.sample_catalog import make_sample_catalog
 
     root = tmp_path_factory.mktemp("sample")
     make_sample_catalog(str(root), n_items=TEST_ITEMS, seed=7)
     return root
-
-
-def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
-    """Overrides that point the tiny profile at the test's models, catalog and warehouse."""
-    from vlclip_core.models.tiny import tiny_overrides
-
-    return tiny_overrides(models) + (
-        f"catalog.path={catalog}",
-        f"warehouse.path={warehouse}",
-        "job.shard_size=10",
-        "job.log_every_s=1",
-        "ray.stall_timeout_s=300",
-    )
 
 
 @pytest.fixture

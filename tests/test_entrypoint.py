@@ -7,7 +7,7 @@ import sys
 
 import pyarrow.parquet as pq
 
-from tests.conftest import job_overrides
+from job_helpers import job_overrides
 from vlclip_core.sample_catalog import read_catalog, write_catalog
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

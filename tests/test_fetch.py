@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.http_fault_server import FaultServer, closed_port
+from http_fault_server import FaultServer, closed_port
 from vlclip_core.config import ImageConfig
 from vlclip_core.fetch import fetch_bytes, redact_uri, uri_scheme
 from vlclip_core.stages.base import ItemError

@@ -20,17 +20,6 @@ from vlclip_core.sample_catalog import PRODUCT_TYPES, PRODUCTS
 
 
 @pytest.fixture(scope="module")
-def paths(tiny_models):
-    """The conftest's session build of the tiny models (build_tiny_models, seed 0)."""
-    return tiny_models
-
-
-@pytest.fixture(scope="module")
-def encoder(paths):
-    return load_clip(tiny_config(paths).models.clip, "cpu")
-
-
-@pytest.fixture(scope="module")
 def detector(paths):
     return load_detector(tiny_config(paths).models.detector, "cpu")
 

@@ -11,17 +11,6 @@ TEXTS = ["red running shoe", "leather handbag", "ceramic coffee mug", "blue t-sh
 
 
 @pytest.fixture(scope="module")
-def paths(tiny_models):
-    """The conftest's session build of the tiny models (build_tiny_models, seed 0)."""
-    return tiny_models
-
-
-@pytest.fixture(scope="module")
-def encoder(paths):
-    return load_clip(tiny_config(paths).models.clip, "cpu")
-
-
-@pytest.fixture(scope="module")
 def crops():
     return [product_image(40 + 10 * i, 70 - 5 * i, (5, 5, 30, 30), color=(40 * i, 90, 200), seed=i)
             for i in range(5)]

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.http_fault_server import FaultServer
+from http_fault_server import FaultServer
 from vlclip_core import schema as S
 from vlclip_core.config import ImageConfig, VlclipConfig
 from vlclip_core.stages.base import StageInputError, object_column

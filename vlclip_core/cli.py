@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
+
+from vlclip_core.logs import setup_logging
 
 
 def _warm_spark(args: argparse.Namespace) -> int:
@@ -67,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     args = build_parser().parse_args(argv)
     return args.fn(args)
 

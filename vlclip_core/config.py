@@ -68,6 +68,9 @@ class RayConfig:
     stall_timeout_s: float = 900.0  # no progress for this long ends the run
     max_batch_retries: int = 2  # Ray retries of a failed task / restarts of a dead actor
     max_failed_batches: int = 10  # batches that still fail become error rows; one more fails the run
+    # Batches queued on one actor: more keeps a GPU fed, fewer means a crashing batch takes fewer
+    # innocent batches (queued on the same actor) through their retries with it.
+    max_tasks_in_flight_per_actor: int = 2
     runtime_env: dict = field(default_factory=dict)
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from typing import List, Optional
 
 from vlclip_core.config import VlclipConfig, load_config
+from vlclip_core.logs import setup_logging
 
 HONESTY = """\
 NOTE: the tiny profile's models have seeded RANDOM weights (nothing could be downloaded here), so its
@@ -47,7 +47,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--items", type=int, default=300)
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     from vlclip_core.inspect_run import write_contact_sheet
     from vlclip_core.job import run_job
     from vlclip_core.summary import format_summary

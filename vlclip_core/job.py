@@ -44,6 +44,7 @@ class RunReport:
     stage_seconds: Dict[str, float] = field(default_factory=dict)
     stage_items_per_s: Dict[str, float] = field(default_factory=dict)
     error_counts: Dict[str, int] = field(default_factory=dict)
+    outcome_counts: Dict[str, int] = field(default_factory=dict)
     message: Optional[str] = None
     resumed: bool = False
     tables: Dict[str, str] = field(default_factory=dict)
@@ -150,6 +151,7 @@ def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report:
     errors = _error_rows(spark, state, results, config.model_version)
     replace_run_errors(tables, errors, state.run_id)
     _fill_counts(report, state, errors)
+    report.outcome_counts = outcome_counts(results, errors)
     if config.job.removed_items == "delete":
         ids = load_valid_and_invalid(spark, config.catalog, config.model_version, "")[0].select(S.ITEM_ID)
         report.items_removed = delete_removed_items(tables, ids, config.model_version)
@@ -228,6 +230,23 @@ def _fill_counts(report: RunReport, state: RunState, errors) -> None:
         report.stage_seconds[name] = round(seconds, 3)
         report.stage_items_per_s[name] = round(totals.rows / seconds, 2) if seconds > 0 else 0.0
     report.error_counts = {r["error_type"]: int(r["count"]) for r in errors.groupBy(S.ERROR_TYPE).count().collect()}
+
+
+def outcome_counts(results, errors) -> Dict[str, int]:
+    """Items per outcome: embedded (and how: ungrounded image, fallback text) or failed per stage."""
+    from pyspark.sql import functions as F
+
+    counts: Dict[str, int] = {}
+    if results is not None:
+        ok = results.where(F.col(S.STATUS) == S.STATUS_OK)
+        row = ok.agg(F.count(F.lit(1)).alias("embedded"),
+                     F.sum(F.when(~F.col(S.GROUNDED), 1).otherwise(0)).alias("embedded_ungrounded"),
+                     F.sum(F.when(F.col(S.ENRICHMENT_STATUS) == "fallback", 1).otherwise(0))
+                     .alias("embedded_text_fallback")).first()
+        counts.update({k: int(v or 0) for k, v in row.asDict().items()})
+    for r in errors.groupBy("stage").count().collect():
+        counts[f"failed_{r['stage']}"] = int(r["count"])
+    return counts
 
 
 def _record_failure(spark, tables: Tables, state: RunState, report: RunReport, err: BaseException) -> None:

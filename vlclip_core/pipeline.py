@@ -6,9 +6,8 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -17,25 +16,16 @@ import pyarrow.parquet as pq
 from vlclip_core import schema as S
 from vlclip_core import storage
 from vlclip_core.config import RayConfig, StageResources, VlclipConfig
+from vlclip_core.heartbeat import (beating, describe_stall, register_current_actor, start_heartbeat,
+                                   stop_run_actors)
 from vlclip_core.progress import Progress
 from vlclip_core.runs import RunState
+from vlclip_core.shard_writer import OUTPUT_SCHEMA, write_shard_parts
 
 log = logging.getLogger(__name__)
 
-# shard_id is not written: it is the name of the part's directory (Spark reads it back from there).
-OUTPUT_COLUMNS = (
-    S.ITEM_ID, S.CONTENT_HASH, S.TEXT_HASH, S.PRODUCT_TYPE, S.IMAGE_URI, S.STATUS, S.ERROR_STAGE,
-    S.ERROR_TYPE, S.ERROR_MESSAGE, S.IMAGE_SHA, S.GROUNDING_BOX, S.GROUNDING_SCORE, S.GROUNDED,
-    S.GROUNDING_REASON, S.GROUNDING_SOURCE, S.GROUNDING_PROMPT, S.ENRICHED_TEXT, S.ENRICHMENT_STATUS,
-    S.ENRICHMENT_REASON, S.ENRICHMENT_SOURCE, S.LLM_CALLS, S.IMAGE_EMBEDDING, S.TEXT_EMBEDDING, S.EMBEDDING,
-) + tuple(S.STAGE_SECONDS_PREFIX + name for name in S.STAGE_NAMES)
-VECTOR_COLUMNS = (S.GROUNDING_BOX, S.IMAGE_EMBEDDING, S.TEXT_EMBEDDING, S.EMBEDDING)
-OUTPUT_TYPES = {S.GROUNDING_SCORE: pa.float32(), S.GROUNDED: pa.bool_(), S.LLM_CALLS: pa.int32(),
-                **{c: pa.list_(pa.float32()) for c in VECTOR_COLUMNS},
-                **{S.STAGE_SECONDS_PREFIX + n: pa.float64() for n in S.STAGE_NAMES}}
-OUTPUT_SCHEMA = pa.schema([(c, OUTPUT_TYPES.get(c, pa.string())) for c in OUTPUT_COLUMNS])
-
 STAGE_CLASSES = {
+    "decode": "vlclip_core.stages.decode:DecodeStage",
     "grounding": "vlclip_core.stages.grounding:GroundingStage",
     "enrichment": "vlclip_core.stages.enrichment:EnrichmentStage",
     "clip": "vlclip_core.stages.clip_encode:ClipStage",
@@ -67,6 +57,9 @@ def init_ray(cfg: RayConfig) -> None:
     # actors reserve the rest, the pipeline would wait for it forever.
     context.use_datasource_v2 = False
     context.enable_progress_bars = False
+    # A batch that still fails after its retries is dropped by Ray Data (up to this many) and its
+    # rows become error rows (fail_lost_rows); one more ends the run.
+    context.max_errored_blocks = cfg.max_failed_batches
 
 
 # Few, long-lived workers: a respawned Python worker costs about a CPU-second.
@@ -78,14 +71,16 @@ class StageActor:
 
     stage_name = ""
 
-    def __init__(self, config: VlclipConfig, threads: int):
+    def __init__(self, config: VlclipConfig, threads: int, heartbeat=None):
         import torch
 
         torch.set_num_threads(threads)
-        self.stage = load_class(STAGE_CLASSES[self.stage_name])(config)
+        self.stage = stage_class(config, self.stage_name)(config)
+        self.heartbeat = heartbeat
+        register_current_actor(heartbeat)
 
     def __call__(self, batch):
-        return self.stage(batch)
+        return beating(self.heartbeat, self.stage_name, self.stage, batch)
 
 
 class GroundingActor(StageActor):
@@ -103,13 +98,17 @@ class ClipActor(StageActor):
 ACTORS = {"grounding": GroundingActor, "enrichment": EnrichmentActor, "clip": ClipActor}
 
 
-def decode_task(batch, config: VlclipConfig):
-    from vlclip_core.stages.decode import decode_batch
+def stage_class(config: VlclipConfig, name: str):
+    """The stage's class: `stages.<name>.impl` when configured, else the built-in one."""
+    return load_class(getattr(config.stages, name).impl or STAGE_CLASSES[name])
 
-    return decode_batch(batch, config)
+
+def decode_task(batch, config: VlclipConfig, heartbeat=None):
+    """Decode runs as plain CPU tasks: the stage is cheap to build, so it is built per batch."""
+    return beating(heartbeat, "decode", stage_class(config, "decode")(config), batch)
 
 
-def build_dataset(state: RunState, shards: List[int], config: VlclipConfig):
+def build_dataset(state: RunState, shards: List[int], config: VlclipConfig, heartbeat=None):
     """Read the pending shards and chain the stages; each stage's resources come from config."""
     import ray
 
@@ -118,23 +117,26 @@ def build_dataset(state: RunState, shards: List[int], config: VlclipConfig):
                                partitioning=None, num_cpus=read_cpus, include_paths=True)
     ds = ds.map_batches(_add_shard_id, batch_format="numpy", num_cpus=read_cpus)
     res = config.stages.decode
-    ds = ds.map_batches(decode_task, fn_kwargs={"config": config}, batch_format="numpy", batch_size=res.batch_size,
-                        num_cpus=res.num_cpus, compute=ray.data.TaskPoolStrategy(size=res.num_actors),
+    ds = ds.map_batches(decode_task, fn_kwargs={"config": config, "heartbeat": heartbeat}, batch_format="numpy",
+                        batch_size=res.batch_size, num_cpus=res.num_cpus,
+                        compute=ray.data.TaskPoolStrategy(size=res.num_actors),
                         max_retries=config.ray.max_batch_retries)
     for name in ("grounding", "enrichment", "clip"):
-        ds = _add_actor_stage(ds, name, getattr(config.stages, name), config)
+        ds = _add_actor_stage(ds, name, getattr(config.stages, name), config, heartbeat)
     out_dir = storage.spark_path(state.path("output"))
     return ds.map_batches(write_shard_parts, fn_kwargs={"out_dir": out_dir}, batch_format="numpy",
                           batch_size=None, num_cpus=read_cpus, max_retries=config.ray.max_batch_retries)
 
 
-def _add_actor_stage(ds, name: str, res: StageResources, config: VlclipConfig):
+def _add_actor_stage(ds, name: str, res: StageResources, config: VlclipConfig, heartbeat):
     import ray
 
     threads = max(1, int(round(res.num_cpus)))
-    return ds.map_batches(ACTORS[name], fn_constructor_args=(config, threads), batch_format="numpy",
+    return ds.map_batches(ACTORS[name], fn_constructor_args=(config, threads, heartbeat), batch_format="numpy",
                           batch_size=res.batch_size, num_cpus=res.num_cpus, num_gpus=res.num_gpus or None,
-                          compute=ray.data.ActorPoolStrategy(size=res.num_actors),
+                          compute=ray.data.ActorPoolStrategy(
+                              size=res.num_actors,
+                              max_tasks_in_flight_per_actor=config.ray.max_tasks_in_flight_per_actor),
                           max_restarts=config.ray.max_batch_retries,
                           max_task_retries=config.ray.max_batch_retries)
 
@@ -144,62 +146,6 @@ def _add_shard_id(batch):
     paths = batch.pop("path")
     batch[S.SHARD_ID] = np.array([int(p.rsplit("shard_id=", 1)[1].split("/", 1)[0]) for p in paths], dtype=np.int32)
     return batch
-
-
-def write_shard_parts(batch, out_dir: str) -> Dict[str, np.ndarray]:
-    """Write a batch's rows as one Parquet part per shard; return one summary row per shard."""
-    shard_ids = batch[S.SHARD_ID]
-    summaries: Dict[str, list] = {"shard": [], "rows": [], "ok": [], "errors": [], "detector_items": [],
-                                  "llm_calls": []}
-    seconds = {name: [] for name in S.STAGE_NAMES}
-    for shard in np.unique(shard_ids):
-        rows = np.flatnonzero(shard_ids == shard)
-        table = to_arrow({c: batch[c][rows] for c in OUTPUT_COLUMNS if c in batch}, len(rows))
-        path = storage.join(out_dir, f"shard_id={int(shard)}", f"part-{uuid.uuid4().hex}.parquet")
-        fs, local = storage.resolve(path)
-        fs.create_dir(local.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(table, local, filesystem=fs)
-        _summarise(summaries, seconds, batch, rows, int(shard))
-    out = {k: np.asarray(v) for k, v in summaries.items()}
-    out.update({S.STAGE_SECONDS_PREFIX + k: np.asarray(v, dtype=np.float64) for k, v in seconds.items()})
-    return out
-
-
-def _summarise(summaries, seconds, batch, rows, shard: int) -> None:
-    ok = int(np.sum(batch[S.STATUS][rows] == S.STATUS_OK))
-    summaries["shard"].append(shard)
-    summaries["rows"].append(len(rows))
-    summaries["ok"].append(ok)
-    summaries["errors"].append(len(rows) - ok)
-    summaries["detector_items"].append(int(np.sum(batch[S.GROUNDING_SOURCE][rows] == S.SOURCE_MODEL)))
-    summaries["llm_calls"].append(int(np.sum(batch[S.LLM_CALLS][rows].astype(np.int64))))
-    for name in S.STAGE_NAMES:
-        column = batch.get(S.STAGE_SECONDS_PREFIX + name)
-        seconds[name].append(float(np.sum(column[rows])) if column is not None else 0.0)
-
-
-def to_arrow(columns: Dict[str, np.ndarray], n: int) -> pa.Table:
-    """Numpy batch -> Arrow table of OUTPUT_SCHEMA: vectors as list<float32> (null where a row has none)."""
-    arrays = []
-    for fld in OUTPUT_SCHEMA:
-        values = columns.get(fld.name)
-        if values is None:
-            arrays.append(pa.nulls(n, fld.type))
-        elif fld.name in VECTOR_COLUMNS:
-            arrays.append(_vectors_to_list(values))
-        else:
-            arrays.append(pa.array(values.tolist() if values.dtype == object else values, type=fld.type,
-                                   from_pandas=True))
-    return pa.Table.from_arrays(arrays, schema=OUTPUT_SCHEMA)
-
-
-def _vectors_to_list(values: np.ndarray) -> pa.Array:
-    values = np.asarray(values, dtype=np.float32)
-    n, dim = values.shape if values.ndim == 2 else (len(values), 0)
-    missing = np.isnan(values).any(axis=1) if dim else np.ones(n, dtype=bool)
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * dim)
-    return pa.ListArray.from_arrays(offsets, pa.array(values.reshape(-1)), type=pa.list_(pa.float32()),
-                                    mask=pa.array(missing))
 
 
 @dataclass
@@ -222,26 +168,32 @@ class PipelineResult:
 def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
     """Process the run's pending shards; a shard is marked done once all its rows are written."""
     state.clear_partial_outputs()
-    pending = state.pending_shards()
-    expected = state.shards()
+    pending, expected = state.pending_shards(), state.shards()
     total = sum(expected[s] for s in pending)
     result = PipelineResult()
     if not pending:
         return result
     init_ray(config.ray)
     log.info("ray pipeline: %d items in %d shard(s)", total, len(pending))
+    heartbeat = start_heartbeat(state.run_id)
     progress = Progress(total, config.job.log_every_s)
     shard_acc: Dict[int, Dict] = {}
     start = time.monotonic()
-    for summary in _summaries(build_dataset(state, pending, config), config.ray.stall_timeout_s):
-        _accumulate(shard_acc, summary)
-        shard = int(summary["shard"])
-        if shard_acc[shard]["rows"] == expected[shard]:
-            state.mark_shard_done(shard, shard_acc[shard])
-            result.add(shard_acc.pop(shard))
-        progress.update(int(summary["rows"]), done_shards=len(state.done_shards()), shards=len(expected))
+    try:
+        ds = build_dataset(state, pending, config, heartbeat)
+        for summary in _summaries(ds, config.ray.stall_timeout_s, heartbeat):
+            _accumulate(shard_acc, summary)
+            shard = int(summary["shard"])
+            if shard_acc[shard]["rows"] == expected[shard]:
+                state.mark_shard_done(shard, shard_acc.pop(shard))
+            progress.update(int(summary["rows"]), done_shards=len(state.done_shards()), shards=len(expected))
+    finally:
+        stop_run_actors(heartbeat)
+    for shard in state.pending_shards():
+        state.mark_shard_done(shard, fail_lost_rows(state, shard, shard_acc.get(shard)))
+    for summary in state.done_summaries():
+        result.add(summary)
     result.wall_seconds = time.monotonic() - start
-    _check_complete(state, shard_acc)
     return result
 
 
@@ -253,14 +205,39 @@ def _accumulate(acc: Dict[int, Dict], summary: Dict) -> None:
             current[key] += value.item() if hasattr(value, "item") else value
 
 
-def _check_complete(state: RunState, leftovers: Dict[int, Dict]) -> None:
-    pending = state.pending_shards()
-    if pending or leftovers:
-        detail = {s: f"{leftovers.get(s, {}).get('rows', 0)}/{state.shards()[s]}" for s in pending}
-        raise RuntimeError(f"pipeline ended with unfinished shards (rows written/expected): {detail}")
+def fail_lost_rows(state: RunState, shard: int, summary: Optional[Dict]) -> Dict:
+    """Rows of a shard that never reached the writer (their batch kept failing) become error rows."""
+    staged = pq.read_table(storage.spark_path(state.shard_input(shard)), partitioning=None,
+                           columns=[S.ITEM_ID, S.CONTENT_HASH, S.TEXT_HASH, S.PRODUCT_TYPE, S.IMAGE_URI])
+    written = _written_ids(state, shard)
+    lost = staged.filter(pa.array([i not in written for i in staged.column(S.ITEM_ID).to_pylist()]))
+    if lost.num_rows == 0:
+        raise RuntimeError(f"shard {shard} is incomplete but none of its items is missing: "
+                           f"summary {summary} does not match {staged.num_rows} staged rows")
+    log.error("shard %d: %d item(s) were lost with a batch that kept failing; recording them as errors",
+              shard, lost.num_rows)
+    batch = {name: lost.column(name).to_numpy(zero_copy_only=False) for name in lost.column_names}
+    n = lost.num_rows
+    batch.update({S.SHARD_ID: np.full(n, shard, dtype=np.int32), S.STATUS: np.full(n, S.STATUS_ERROR, dtype=object),
+                  S.ERROR_STAGE: np.full(n, "pipeline", dtype=object),
+                  S.ERROR_TYPE: np.full(n, "batch_failed", dtype=object),
+                  S.ERROR_MESSAGE: np.full(n, "its batch failed on every retry (worker crash or stage error); "
+                                              "see the Ray logs of this run", dtype=object)})
+    lost_summary = {k: v[0].item() for k, v in write_shard_parts(batch, storage.spark_path(state.path("output"))).items()}
+    if summary:
+        return {k: (summary.get(k, 0) + v if k != "shard" else v) for k, v in lost_summary.items()}
+    return lost_summary
 
 
-def _summaries(ds, stall_timeout_s: float) -> Iterator[Dict]:
+def _written_ids(state: RunState, shard: int) -> set:
+    out = state.shard_output(shard)
+    if not storage.exists(out):
+        return set()
+    return set(pq.read_table(storage.spark_path(out), columns=[S.ITEM_ID], partitioning=None,
+                             schema=OUTPUT_SCHEMA).column(S.ITEM_ID).to_pylist())
+
+
+def _summaries(ds, stall_timeout_s: float, heartbeat=None) -> Iterator[Dict]:
     """Iterate the writer's summary rows; fail with PipelineStalledError when nothing arrives in time.
 
     The dataset is consumed in a thread so that the driver can time out; when the driver stops early
@@ -275,8 +252,8 @@ def _summaries(ds, stall_timeout_s: float) -> Iterator[Dict]:
             try:
                 kind, item = results.get(timeout=stall_timeout_s)
             except queue.Empty:
-                raise PipelineStalledError(
-                    f"no batch finished for {stall_timeout_s:.0f}s; stage progress: {_stage_progress(ds)}") from None
+                raise PipelineStalledError(f"no batch finished for {stall_timeout_s:.0f}s: "
+                                           f"{describe_stall(_snapshot(heartbeat))}") from None
             if kind == "end":
                 return
             if kind == "error":
@@ -284,7 +261,17 @@ def _summaries(ds, stall_timeout_s: float) -> Iterator[Dict]:
             yield item
     finally:
         stop.set()
-        thread.join(timeout=30)
+        thread.join(timeout=5)  # a thread blocked on a stuck batch ends when the run stops its actors
+
+
+def _snapshot(heartbeat):
+    import ray
+
+    try:
+        return ray.get(heartbeat.snapshot.remote(), timeout=10) if heartbeat is not None else None
+    except Exception as err:  # noqa: BLE001 - the stall itself is the error to report
+        log.warning("could not read stage heartbeats: %s", err)
+        return None
 
 
 def _consume(ds, results: "queue.Queue", stop: threading.Event) -> None:
@@ -310,11 +297,3 @@ def _put(results: "queue.Queue", item, stop: threading.Event) -> bool:
         except queue.Full:
             continue
     return False
-
-
-def _stage_progress(ds) -> str:
-    """Best-effort text of Ray Data's per-operator state, to name the stage that stopped moving."""
-    try:
-        return ds._get_stats_summary().to_string()[-2000:]
-    except Exception as err:  # noqa: BLE001
-        return f"unavailable ({type(err).__name__})"

@@ -85,6 +85,7 @@ run_id STRING NOT NULL, mode STRING, status STRING, started_at TIMESTAMP, finish
 items_seen BIGINT, items_invalid BIGINT, items_selected BIGINT, items_embedded BIGINT, items_failed BIGINT,
 items_removed BIGINT, detector_calls BIGINT, llm_calls BIGINT,
 stage_seconds MAP<STRING,DOUBLE>, stage_items_per_s MAP<STRING,DOUBLE>, error_counts MAP<STRING,BIGINT>,
+outcome_counts MAP<STRING,BIGINT>,
 config_hash STRING, model_version STRING, message STRING
 """
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 from vlclip_core.config import SparkConfig
 
@@ -38,6 +39,7 @@ def get_spark(cfg: SparkConfig):
     if cfg.master:
         builder = builder.master(cfg.master)
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # Python workers match the driver
         for key, value in LOCAL_DEFAULTS.items():
             builder = builder.config(key, value)
     for key, value in {**DELTA_SQL_CONF, **cfg.conf}.items():

@@ -21,10 +21,13 @@ def format_summary(report) -> str:
     lines.append("  seconds         " + ", ".join(stages))
     if rates:
         lines.append("  items/s (busy)  " + ", ".join(rates))
+    if report.outcome_counts:
+        outcomes = ", ".join(f"{k}={v}" for k, v in sorted(report.outcome_counts.items()))
+        lines.append(f"  outcomes        {outcomes}")
     if report.error_counts:
         errors = ", ".join(f"{k}={v}" for k, v in sorted(report.error_counts.items()))
         lines.append(f"  errors          {errors}")
     if report.message:
         lines.append(f"  message         {report.message}")
-    lines += [f"  table {name:<16}{ref}" for name, ref in report.tables.items()]
+    lines += [f"  table {name:<17} {ref}" for name, ref in report.tables.items()]
     return "\n".join(lines)

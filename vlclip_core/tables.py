@@ -41,6 +41,17 @@ class Tables:
     def ensure_all(self) -> None:
         for table in S.TABLES:
             self.ensure(table)
+            self.add_missing_columns(table)
+
+    def add_missing_columns(self, table: str) -> None:
+        """Bring a table made by an older vlclip up to the declared schema (new columns only)."""
+        declared = self.spark.createDataFrame([], S.TABLES[table]).schema
+        present = set(self.read(table).columns)
+        missing = [f for f in declared.fields if f.name not in present]
+        if missing:
+            columns = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in missing)
+            log.info("adding column(s) %s to %s", columns, self.ref(table))
+            self.spark.sql(f"ALTER TABLE {self.ref(table)} ADD COLUMNS ({columns})")
 
     def ensure(self, table: str) -> None:
         from delta.tables import DeltaTable

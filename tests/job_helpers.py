@@ -1,0 +1,22 @@
+"""Shared constants and helpers of the job-level tests (runs of the whole job on tiny models)."""
+from __future__ import annotations
+
+import os
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEST_ITEMS = 24  # items in the session's sample catalog
+TEST_LLM_KEY_ENV = "VLCLIP_TEST_LLM_KEY"
+TEST_LLM_KEY = "sk-vlclip-test-4f1d2c9a7e"
+
+
+def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
+    """Overrides that point the tiny profile at the test's models, catalog and warehouse."""
+    from vlclip_core.models.tiny import tiny_overrides
+
+    return tiny_overrides(models) + (
+        f"catalog.path={catalog}",
+        f"warehouse.path={warehouse}",
+        "job.shard_size=10",
+        "job.log_every_s=1",
+        "ray.stall_timeout_s=300",
+    )
