@@ -15,23 +15,27 @@ class StageHeartbeat:
         self.in_flight: Dict[str, tuple] = {}
         self.done: Dict[str, int] = defaultdict(int)
         self.actors: list = []
+        self.last_event = time.time()
 
     def register(self, actor) -> None:
         """Stage actors register their handle, so the driver can stop them when the run ends."""
         self.actors.append(actor)
+        self.last_event = time.time()
 
     def registered(self) -> list:
         return list(self.actors)
 
     def begin(self, token: str, stage: str, started: float, pid: int) -> None:
         self.in_flight[token] = (stage, started, pid)
+        self.last_event = time.time()
 
     def end(self, token: str, stage: str) -> None:
         self.in_flight.pop(token, None)
         self.done[stage] += 1
+        self.last_event = time.time()
 
     def snapshot(self) -> dict:
-        return {"in_flight": list(self.in_flight.values()), "done": dict(self.done)}
+        return {"in_flight": list(self.in_flight.values()), "done": dict(self.done), "last_event": self.last_event}
 
 
 def start_heartbeat(run_id: str):

@@ -238,30 +238,41 @@ def _written_ids(state: RunState, shard: int) -> set:
 
 
 def _summaries(ds, stall_timeout_s: float, heartbeat=None) -> Iterator[Dict]:
-    """Iterate the writer's summary rows; fail with PipelineStalledError when nothing arrives in time.
+    """Iterate the writer's summary rows; fail with PipelineStalledError when the pipeline stops moving.
 
-    The dataset is consumed in a thread so that the driver can time out; when the driver stops early
-    (error, stall, interruption) the thread closes the iterator, which stops Ray Data's execution.
+    Progress is a finished batch or any stage heartbeat (an actor ready, a batch begun or ended), so
+    slow model loading is not a stall but a batch held past the timeout is. The dataset is consumed
+    in a thread so that the driver can time out; when the driver stops early (error, stall,
+    interruption) the thread closes the iterator, which stops Ray Data's execution.
     """
     results: "queue.Queue" = queue.Queue(maxsize=64)
     stop = threading.Event()
     thread = threading.Thread(target=_consume, args=(ds, results, stop), name="vlclip-pipeline", daemon=True)
     thread.start()
+    last_progress = time.time()
     try:
         while True:
             try:
-                kind, item = results.get(timeout=stall_timeout_s)
+                kind, item = results.get(timeout=min(stall_timeout_s, _POLL_S))
             except queue.Empty:
-                raise PipelineStalledError(f"no batch finished for {stall_timeout_s:.0f}s: "
-                                           f"{describe_stall(_snapshot(heartbeat))}") from None
+                snapshot = _snapshot(heartbeat)
+                last_progress = max(last_progress, (snapshot or {}).get("last_event", 0.0))
+                if time.time() - last_progress > stall_timeout_s:
+                    raise PipelineStalledError(f"no progress for {stall_timeout_s:.0f}s: "
+                                               f"{describe_stall(snapshot)}") from None
+                continue
             if kind == "end":
                 return
             if kind == "error":
                 raise item
+            last_progress = time.time()
             yield item
     finally:
         stop.set()
         thread.join(timeout=5)  # a thread blocked on a stuck batch ends when the run stops its actors
+
+
+_POLL_S = 5.0
 
 
 def _snapshot(heartbeat):
