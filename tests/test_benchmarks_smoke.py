@@ -1,0 +1,46 @@
+"""Smoke test of the benchmark harness without Spark or Ray: the bare loop and the report on 8 items."""
+from __future__ import annotations
+
+import json
+
+import torch
+
+from benchmarks.catalogs import cycled_catalog
+from benchmarks.context import BenchContext, BenchOptions, summarise
+from benchmarks.measure import machine_info, ratio
+from benchmarks.report import headline, table_lines, write_json
+from benchmarks.run import run_comparison
+
+torch.set_num_threads(1)
+ITEMS = 8
+
+
+def test_bare_loop_figures_and_report_json(tmp_path, tiny_models):
+    ctx = BenchContext(options=BenchOptions(out=str(tmp_path / "out"), model_size="tiny"))
+    ctx._models["tiny"] = tiny_models
+    catalog = cycled_catalog(str(tmp_path / "data"), ITEMS, pool=4)
+    run = ctx.timed_bare(catalog, "tiny", "stages.clip.batch_size=2")
+    assert (run["items_ok"], run["detector_calls"]) == (ITEMS, ITEMS)
+    assert run["llm_calls"] >= ITEMS and run["steady_items_per_s"] > 0
+    assert 0 < run["first_batch_s"] < run["total_s"] and run["rss_mib"]["driver_mib"] > 0
+
+    def bare_only(_ctx):
+        figures = {"bare": summarise([run]), "self_ratio": ratio([run["total_s"]], [run["total_s"] / 2])}
+        return {"figures": figures, "headline": [headline("bare steady", figures["bare"]["steady_items_per_s"])]}
+
+    def broken(_ctx):
+        raise ValueError("boom")
+
+    results = {"command": "test", "machine": machine_info(),
+               "comparisons": {"bare": run_comparison("bare", bare_only, ctx),
+                               "broken": run_comparison("broken", broken, ctx)}}
+    data = json.loads(open(write_json(results, ctx.options.out), encoding="utf-8").read())
+    assert data["machine"]["cpu_count"] >= 1 and data["machine"]["torch_version"].startswith("2.")
+    bare = data["comparisons"]["bare"]
+    assert bare["status"] == "ok" and bare["figures"]["self_ratio"]["of_medians"] == 2.0
+    steady = bare["figures"]["bare"]["steady_items_per_s"]
+    assert steady["min"] == steady["median"] == steady["max"] > 0
+    assert data["comparisons"]["broken"]["status"] == "failed"
+    assert data["comparisons"]["broken"]["error"] == "ValueError: boom"
+    lines = table_lines(data)
+    assert lines[2].startswith("| bare | bare steady | ") and "FAILED: ValueError: boom" in lines[3]
