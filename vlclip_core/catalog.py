@@ -59,8 +59,8 @@ def normalise(df):
     return df.select(*S.REQUIRED_CATALOG_COLUMNS, *S.OPTIONAL_CATALOG_COLUMNS)
 
 
-def split_invalid(df) -> Tuple[object, object]:
-    """Return (valid, invalid): invalid rows carry `error_type` and `error_message`.
+def flag_invalid(df):
+    """Add `error_type` (null for a valid row) and `error_message` to the normalised catalog.
 
     Rule for duplicates: every row of a duplicated item_id is rejected (no silent winner), so the
     catalog owner sees the conflict; the id's earlier embedding, if any, is kept untouched.
@@ -72,14 +72,20 @@ def split_invalid(df) -> Tuple[object, object]:
     reason = (F.when(F.col(S.ITEM_ID).isNull() | (F.trim(S.ITEM_ID) == ""), F.lit("null_item_id"))
               .when(F.col("_dups") > 1, F.lit("duplicate_item_id"))
               .when(F.col(S.IMAGE_URI).isNull() | (F.trim(S.IMAGE_URI) == ""), F.lit("missing_image_uri")))
-    flagged = df.withColumn("_dups", dup_count).withColumn(S.ERROR_TYPE, reason)
     message = (F.when(F.col(S.ERROR_TYPE) == "duplicate_item_id",
                       F.concat(F.lit("item_id appears "), F.col("_dups").cast("string"), F.lit(" times")))
                .when(F.col(S.ERROR_TYPE) == "null_item_id", F.lit("item_id is null or blank"))
-               .otherwise(F.lit("image_uri is null or blank")))
-    invalid = flagged.where(F.col(S.ERROR_TYPE).isNotNull()).withColumn(S.ERROR_MESSAGE, message).drop("_dups")
-    valid = flagged.where(F.col(S.ERROR_TYPE).isNull()).drop("_dups", S.ERROR_TYPE)
-    return valid, invalid
+               .when(F.col(S.ERROR_TYPE).isNotNull(), F.lit("image_uri is null or blank")))
+    return (df.withColumn("_dups", dup_count).withColumn(S.ERROR_TYPE, reason)
+            .withColumn(S.ERROR_MESSAGE, message).drop("_dups"))
+
+
+def split_flagged(flagged, model_version: str, llm_identity: str) -> Tuple[object, object]:
+    """(valid rows with hashes, invalid rows with their reasons) of a flag_invalid() frame."""
+    from pyspark.sql import functions as F
+
+    valid = flagged.where(F.col(S.ERROR_TYPE).isNull()).drop(S.ERROR_TYPE, S.ERROR_MESSAGE)
+    return with_hashes(valid, model_version, llm_identity), flagged.where(F.col(S.ERROR_TYPE).isNotNull())
 
 
 def with_hashes(df, model_version: str, llm_identity: str):
@@ -95,10 +101,13 @@ def with_hashes(df, model_version: str, llm_identity: str):
             .drop(S.ATTRIBUTES))
 
 
-def load_valid_and_invalid(spark, cfg: CatalogConfig, model_version: str, llm_identity: str):
-    """Read, validate, normalise, split and hash the catalog: the Spark half of the work-set decision."""
+def load_flagged(spark, cfg: CatalogConfig):
+    """Read, validate and normalise the catalog, with invalid rows flagged (see flag_invalid)."""
     df = read_catalog(spark, cfg)
     validate_schema(df)
-    valid, invalid = split_invalid(normalise(df))
-    return with_hashes(valid, model_version, llm_identity), invalid
+    return flag_invalid(normalise(df))
 
+
+def load_valid_and_invalid(spark, cfg: CatalogConfig, model_version: str, llm_identity: str):
+    """Read, validate, normalise, split and hash the catalog: the Spark half of the work-set decision."""
+    return split_flagged(load_flagged(spark, cfg), model_version, llm_identity)

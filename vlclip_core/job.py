@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from dataclasses import dataclass, field
@@ -9,7 +10,7 @@ from typing import Dict, Optional
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import load_valid_and_invalid
+from vlclip_core.catalog import load_flagged, load_valid_and_invalid
 from vlclip_core.config import ConfigError, VlclipConfig, _digest
 from vlclip_core.pipeline import PipelineResult, run_pipeline
 from vlclip_core.runs import (COMMITTED, PROCESSED, STAGED, STAGING, RunLock, RunState, create_run,
@@ -134,8 +135,9 @@ def _timed(report: RunReport, phase: str, fn):
 
 
 def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None:
-    valid, invalid = load_valid_and_invalid(spark, config.catalog, config.model_version, llm_identity(config))
-    counts = stage_work(spark, valid, invalid, tables, state, config.job.shard_size, detector_identity(config))
+    flagged = load_flagged(spark, config.catalog)
+    counts = stage_work(spark, flagged, tables, state, config.job.shard_size, detector_identity(config),
+                        (config.model_version, llm_identity(config)))
     log.info("catalog: %d item(s) seen, %d invalid, %d selected (%s mode) in %d shard(s)", counts.items_seen,
              counts.items_invalid, counts.items_selected, state.manifest["mode"], counts.shards)
 
@@ -149,9 +151,14 @@ def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report:
                          update_unchanged=state.manifest["mode"] == "backfill")
         _update_caches(tables, results, config)
     errors = _error_rows(spark, state, results, config.model_version)
-    replace_run_errors(tables, errors, state.run_id)
-    _fill_counts(report, state, errors)
-    report.outcome_counts = outcome_counts(results, errors)
+    error_counts = []
+    if errors is not None:
+        errors = errors.cache()
+        replace_run_errors(tables, errors, state.run_id)
+        error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect()
+        errors.unpersist()
+    _fill_counts(report, state, error_counts)
+    report.outcome_counts = outcome_counts(results, error_counts)
     if config.job.removed_items == "delete":
         ids = load_valid_and_invalid(spark, config.catalog, config.model_version, "")[0].select(S.ITEM_ID)
         report.items_removed = delete_removed_items(tables, ids, config.model_version)
@@ -179,6 +186,7 @@ def _embedding_rows(results, state: RunState):
 
 
 def _error_rows(spark, state: RunState, results, model_version: str):
+    """This run's error rows (invalid catalog rows + failed items), or None when there are none to read."""
     from pyspark.sql import functions as F
 
     def shape(df, stage_col):
@@ -186,11 +194,12 @@ def _error_rows(spark, state: RunState, results, model_version: str):
                          stage_col.alias("stage"), S.ERROR_TYPE, F.col(S.ERROR_MESSAGE).alias("message"),
                          F.current_timestamp().alias("occurred_at"))
 
-    catalog_errors = spark.read.parquet(storage.spark_path(state.path("catalog_errors")))
-    errors = shape(catalog_errors, F.lit("catalog"))
+    parts = []
+    if state.manifest.get("items_invalid"):
+        parts.append(shape(spark.read.parquet(storage.spark_path(state.path("catalog_errors"))), F.lit("catalog")))
     if results is not None:
-        errors = errors.unionByName(shape(results.where(F.col(S.STATUS) == S.STATUS_ERROR), F.col(S.ERROR_STAGE)))
-    return errors
+        parts.append(shape(results.where(F.col(S.STATUS) == S.STATUS_ERROR), F.col(S.ERROR_STAGE)))
+    return functools.reduce(lambda a, b: a.unionByName(b), parts) if parts else None
 
 
 def _update_caches(tables: Tables, results, config: VlclipConfig) -> None:
@@ -214,7 +223,7 @@ def _update_caches(tables: Tables, results, config: VlclipConfig) -> None:
     insert_new(tables, "enrichment_cache", enrichment, (S.TEXT_HASH,))
 
 
-def _fill_counts(report: RunReport, state: RunState, errors) -> None:
+def _fill_counts(report: RunReport, state: RunState, error_counts: list) -> None:
     totals = PipelineResult()
     for summary in state.done_summaries():
         totals.add(summary)
@@ -229,10 +238,12 @@ def _fill_counts(report: RunReport, state: RunState, errors) -> None:
     for name, seconds in totals.stage_seconds.items():
         report.stage_seconds[name] = round(seconds, 3)
         report.stage_items_per_s[name] = round(totals.rows / seconds, 2) if seconds > 0 else 0.0
-    report.error_counts = {r["error_type"]: int(r["count"]) for r in errors.groupBy(S.ERROR_TYPE).count().collect()}
+    report.error_counts = {}
+    for row in error_counts:
+        report.error_counts[row[S.ERROR_TYPE]] = report.error_counts.get(row[S.ERROR_TYPE], 0) + int(row["count"])
 
 
-def outcome_counts(results, errors) -> Dict[str, int]:
+def outcome_counts(results, error_counts: list) -> Dict[str, int]:
     """Items per outcome: embedded (and how: ungrounded image, fallback text) or failed per stage."""
     from pyspark.sql import functions as F
 
@@ -244,8 +255,9 @@ def outcome_counts(results, errors) -> Dict[str, int]:
                      F.sum(F.when(F.col(S.ENRICHMENT_STATUS) == "fallback", 1).otherwise(0))
                      .alias("embedded_text_fallback")).first()
         counts.update({k: int(v or 0) for k, v in row.asDict().items()})
-    for r in errors.groupBy("stage").count().collect():
-        counts[f"failed_{r['stage']}"] = int(r["count"])
+    for row in error_counts:
+        key = f"failed_{row['stage']}"
+        counts[key] = counts.get(key, 0) + int(row["count"])
     return counts
 
 

@@ -56,6 +56,9 @@ class Tables:
     def ensure(self, table: str) -> None:
         from delta.tables import DeltaTable
 
+        if not self.names.get(table) and storage.exists(storage.join(self.location(table), "_delta_log")):
+            return  # already there: no Spark round trip
+
         builder = DeltaTable.createIfNotExists(self.spark)
         name = self.names.get(table)
         builder = builder.tableName(name) if name else builder.location(self.location(table))

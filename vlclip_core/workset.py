@@ -4,9 +4,11 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Dict, Tuple
 
 from vlclip_core import schema as S
 from vlclip_core import storage
+from vlclip_core.catalog import split_flagged
 from vlclip_core.runs import RunState
 from vlclip_core.tables import Tables
 
@@ -58,29 +60,39 @@ def assign_shards(work, n_items: int, shard_size: int):
     return work.withColumn(S.SHARD_ID, F.pmod(F.xxhash64(S.ITEM_ID), F.lit(n_shards)).cast("int")), n_shards
 
 
-def stage_work(spark, valid, invalid, tables: Tables, state: RunState, shard_size: int,
-               detector_id: str) -> StagedCounts:
-    """Write the work set and the invalid catalog rows under the run directory; record shard sizes."""
-    valid = valid.cache()
+def stage_work(spark, flagged, tables: Tables, state: RunState, shard_size: int, detector_id: str,
+               hashes: Tuple[str, str]) -> StagedCounts:
+    """Write the work set and the invalid catalog rows under the run directory; record shard sizes.
+
+    `flagged` (see catalog.flag_invalid) is cached for the duration, so the catalog is read once; a
+    run that selects nothing writes nothing but its manifest.
+    """
+    from pyspark import StorageLevel
+
+    flagged = flagged.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        work = select_work(valid, tables, state.manifest["mode"], state.manifest["model_version"])
-        work = join_caches(work, tables, detector_id).cache()
+        valid, invalid = split_flagged(flagged, *hashes)
+        work = select_work(valid, tables, state.manifest["mode"], state.manifest["model_version"]).cache()
         n_selected = work.count()
-        work, n_shards = assign_shards(work, n_selected, shard_size)
-        (work.select(*S.WORK_COLUMNS).repartition(n_shards, S.SHARD_ID)
-         .write.mode("overwrite").partitionBy(S.SHARD_ID).parquet(storage.spark_path(state.path("input"))))
-        invalid.write.mode("overwrite").parquet(storage.spark_path(state.path("catalog_errors")))
-        n_invalid = spark.read.parquet(storage.spark_path(state.path("catalog_errors"))).count()
-        counts = StagedCounts(valid.count() + n_invalid, n_invalid, n_selected, n_shards)
-        shard_rows = _shard_rows(spark, state) if n_selected else {}
+        shard_rows = _write_work(spark, work, tables, state, n_selected, shard_size, detector_id)
         work.unpersist()
+        n_invalid = invalid.count()
+        if n_invalid:
+            invalid.write.mode("overwrite").parquet(storage.spark_path(state.path("catalog_errors")))
+        counts = StagedCounts(flagged.count(), n_invalid, n_selected, len(shard_rows))
     finally:
-        valid.unpersist()
+        flagged.unpersist()
     state.save(shards={str(k): v for k, v in shard_rows.items()}, items_seen=counts.items_seen,
                items_invalid=counts.items_invalid, items_selected=counts.items_selected)
     return counts
 
 
-def _shard_rows(spark, state: RunState) -> dict:
+def _write_work(spark, work, tables: Tables, state: RunState, n_selected: int, shard_size: int,
+                detector_id: str) -> Dict[int, int]:
+    if not n_selected:
+        return {}
+    work, n_shards = assign_shards(join_caches(work, tables, detector_id), n_selected, shard_size)
+    (work.select(*S.WORK_COLUMNS).repartition(n_shards, S.SHARD_ID)
+     .write.mode("overwrite").partitionBy(S.SHARD_ID).parquet(storage.spark_path(state.path("input"))))
     rows = spark.read.parquet(storage.spark_path(state.path("input"))).groupBy(S.SHARD_ID).count().collect()
     return {int(r[S.SHARD_ID]): int(r["count"]) for r in rows}
