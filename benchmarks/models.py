@@ -49,23 +49,11 @@ def build_models(out_dir: str, size: str = "bench", seed: int = 0) -> Dict[str, 
 
 def build_clip(out_dir: str, size: str = "bench", seed: int = 0) -> Dict[str, str]:
     """A CLIP checkpoint of `size` with seed `seed` (another seed = another checkpoint, same architecture)."""
-    import open_clip
-
-    from vlclip_core.models.clip import register_config_dir
-    from vlclip_core.models.tiny import build_tiny_clip
+    from vlclip_core.models.tiny import build_tiny_clip, save_seeded_clip
 
     if size == "tiny":
         return build_tiny_clip(out_dir, seed)
-    clip_dir = os.path.join(out_dir, "clip")
-    os.makedirs(clip_dir, exist_ok=True)
-    with open(os.path.join(clip_dir, f"{BENCH_CLIP_NAME}.json"), "w", encoding="utf-8") as fh:
-        json.dump(BENCH_CLIP_CONFIG, fh, indent=2, sort_keys=True)
-    register_config_dir(clip_dir)
-    with _seeded(seed):
-        model = open_clip.create_model(BENCH_CLIP_NAME, pretrained=None)
-    checkpoint = os.path.join(clip_dir, "open_clip_model.pt")
-    torch.save(model.state_dict(), checkpoint)
-    return {"model_name": BENCH_CLIP_NAME, "config_dir": clip_dir, "checkpoint": checkpoint}
+    return save_seeded_clip(out_dir, BENCH_CLIP_NAME, BENCH_CLIP_CONFIG, seed)
 
 
 def _build_detector(out_dir: str, seed: int) -> str:

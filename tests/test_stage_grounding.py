@@ -13,12 +13,6 @@ from vlclip_core.stages.grounding import GroundingStage, build_prompt, choose_bo
 
 
 @pytest.fixture(scope="module")
-def paths(tiny_models):
-    """The conftest's session build of the tiny models (build_tiny_models, seed 0)."""
-    return tiny_models
-
-
-@pytest.fixture(scope="module")
 def real_detector(paths):
     return load_detector(tiny_config(paths).models.detector, "cpu")
 

@@ -38,19 +38,24 @@ def build_tiny_clip(out_dir: str, seed: int = 0) -> Dict[str, str]:
 
     Returns {"model_name", "config_dir", "checkpoint"}: the values of models.clip.* that load it.
     """
+    return save_seeded_clip(out_dir, TINY_CLIP_NAME, TINY_CLIP_CONFIG, seed)
+
+
+def save_seeded_clip(out_dir: str, name: str, architecture: dict, seed: int) -> Dict[str, str]:
+    """Register open_clip architecture `name`, build it with seeded weights and save it under <out_dir>/clip."""
     import open_clip
     from vlclip_core.models.clip import register_config_dir
 
     clip_dir = os.path.join(out_dir, "clip")
     os.makedirs(clip_dir, exist_ok=True)
-    with open(os.path.join(clip_dir, f"{TINY_CLIP_NAME}.json"), "w", encoding="utf-8") as fh:
-        json.dump(TINY_CLIP_CONFIG, fh, indent=2, sort_keys=True)
+    with open(os.path.join(clip_dir, f"{name}.json"), "w", encoding="utf-8") as fh:
+        json.dump(architecture, fh, indent=2, sort_keys=True)
     register_config_dir(clip_dir)
     with _seeded(seed):
-        model = open_clip.create_model(TINY_CLIP_NAME, pretrained=None)
+        model = open_clip.create_model(name, pretrained=None)
     checkpoint = os.path.join(clip_dir, TINY_CLIP_CHECKPOINT)
     torch.save(model.state_dict(), checkpoint)
-    return {"model_name": TINY_CLIP_NAME, "config_dir": clip_dir, "checkpoint": checkpoint}
+    return {"model_name": name, "config_dir": clip_dir, "checkpoint": checkpoint}
 
 
 def build_tiny_detector(out_dir: str, seed: int = 0) -> str:
