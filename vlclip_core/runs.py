@@ -15,7 +15,7 @@ from vlclip_core import storage
 log = logging.getLogger(__name__)
 
 # manifest status, in order
-STAGING, STAGED, PROCESSED, COMMITTED, FAILED = "staging", "staged", "processed", "committed", "failed"
+STAGING, STAGED, PROCESSED, COMMITTED = "staging", "staged", "processed", "committed"
 
 
 class RunLockedError(RuntimeError):
@@ -105,7 +105,7 @@ def find_unfinished(staging: str, mode: str, model_version: str) -> Optional[Run
     """The newest run of this mode and model_version that never committed (resumable)."""
     for name in reversed(storage.list_dir(staging)):
         state = open_run(staging, name) if not name.startswith("_") else None
-        if state and state.status not in (COMMITTED,) and state.manifest.get("mode") == mode \
+        if state and state.status != COMMITTED and state.manifest.get("mode") == mode \
                 and state.manifest.get("model_version") == model_version:
             return state
     return None
