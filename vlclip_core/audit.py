@@ -14,7 +14,7 @@ def check_run(spark, tables: Tables, state: RunState) -> List[str]:
 
     Selected item = a row of the run's staged work set, or an invalid catalog row. It must be in
     exactly one of: `embeddings` with this model_version and its content_hash, or `embedding_errors`
-    of this run. `embeddings` must hold one row per (item_id, model_version).
+    of this run. `embeddings` must hold one row per (item_id, model_version), `runs` one row per run.
     """
     from pyspark.sql import functions as F
 
@@ -22,6 +22,9 @@ def check_run(spark, tables: Tables, state: RunState) -> List[str]:
     emb = tables.read("embeddings").where(F.col(S.MODEL_VERSION) == mv)
     problems = _duplicates(emb.groupBy(S.ITEM_ID).count(), "embeddings rows for one (item_id, model_version)")
     errors = tables.read("embedding_errors").where(F.col(S.RUN_ID) == run_id)
+    n_runs_rows = tables.read("runs").where(F.col(S.RUN_ID) == run_id).count()
+    if n_runs_rows != 1:
+        problems.append(f"run {run_id} has {n_runs_rows} rows in the runs table (expected 1)")
     if not state.shards():
         return problems
     selected = spark.read.parquet(storage.spark_path(state.path("input"))).select(S.ITEM_ID, S.CONTENT_HASH)

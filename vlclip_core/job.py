@@ -17,7 +17,7 @@ from vlclip_core.runs import (COMMITTED, PROCESSED, STAGED, STAGING, RunLock, Ru
                               find_unfinished, new_run_id, open_run, utcnow)
 from vlclip_core.spark_session import get_spark
 from vlclip_core.tables import (Tables, delete_removed_items, insert_new, merge_embeddings, replace_run_errors,
-                                upsert_run)
+                                write_run)
 from vlclip_core.workset import stage_work
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def _advance(spark, tables: Tables, state: RunState, config: VlclipConfig, repor
     state.save(status=COMMITTED)
     report.status = "succeeded"
     report.finished_at = utcnow()
-    upsert_run(tables, runs_row(spark, report))
+    record_run(spark, tables, state, report)
 
 
 def _timed(report: RunReport, phase: str, fn):
@@ -267,11 +267,20 @@ def _record_failure(spark, tables: Tables, state: RunState, report: RunReport, e
     report.message = f"{type(err).__name__}: {err}"[:2000]
     state.save(last_error=report.message)
     try:
-        upsert_run(tables, runs_row(spark, report))
+        record_run(spark, tables, state, report)
     except Exception as write_err:  # noqa: BLE001 - the original failure is what the caller must see
         log.error("could not record the failed run in the runs table: %s", write_err)
 
 
+def record_run(spark, tables: Tables, state: RunState, report: RunReport) -> None:
+    """Write the run's row to `runs`. The manifest notes the attempt *before* the write, so a run
+    whose earlier attempt may have written a row MERGEs (one row per run) and a fresh run appends."""
+    may_exist = bool(state.manifest.get("runs_row_written"))
+    if not may_exist:
+        state.save(runs_row_written=True)
+    write_run(tables, runs_row(spark, report), may_exist)
+
+
 def runs_row(spark, report: RunReport):
     columns = spark.createDataFrame([], S.RUNS_DDL).columns
-    return spark.createDataFrame([{name: getattr(report, name) for name in columns}], S.RUNS_DDL)
+    return spark.createDataFrame([{name: getattr(report, name) for name in columns}], S.RUNS_DDL).coalesce(1)

@@ -96,15 +96,24 @@ def merge_embeddings(tables: Tables, src, model_version: str, update_unchanged: 
 
 def replace_run_errors(tables: Tables, errors, run_id: str) -> None:
     """Write this run's error rows, replacing any earlier attempt of the same run (idempotent)."""
-    writer = errors.write.format("delta").mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'")
-    name = tables.names.get("embedding_errors")
+    _save(tables, "embedding_errors",
+          errors.write.format("delta").mode("overwrite").option("replaceWhere", f"run_id = '{run_id}'"))
+
+
+def _save(tables: Tables, table: str, writer) -> None:
+    name = tables.names.get(table)
     if name:
         writer.saveAsTable(name)
     else:
-        writer.save(tables.location("embedding_errors"))
+        writer.save(tables.location(table))
 
 
-def upsert_run(tables: Tables, row_df) -> None:
+def write_run(tables: Tables, row_df, may_exist: bool) -> None:
+    """Write a run's row: appended when the run never wrote one (a one-file commit, no join), else MERGEd
+    by run_id so a resumed or failed-then-resumed run keeps one row."""
+    if not may_exist:
+        _save(tables, "runs", row_df.write.format("delta").mode("append"))
+        return
     (tables.delta("runs").alias("t").merge(row_df.alias("s"), "t.run_id = s.run_id")
      .whenMatchedUpdateAll().whenNotMatchedInsertAll().execute())
 

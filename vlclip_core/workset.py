@@ -8,7 +8,7 @@ from typing import Dict, Tuple
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import split_flagged
+from vlclip_core.catalog import with_hashes
 from vlclip_core.runs import RunState
 from vlclip_core.tables import Tables
 
@@ -23,13 +23,32 @@ class StagedCounts:
     shards: int
 
 
-def select_work(valid, tables: Tables, mode: str, model_version: str):
-    """Incremental: items whose (item_id, model_version) is missing or whose content hash changed."""
+# Every catalog row gets one class in the selection plan, so one Spark action counts them all.
+CLASS = "_class"
+INVALID, SELECTED, CURRENT = "invalid", "selected", "current"
+CURRENT_HASH = "_current_hash"
+
+
+def classify(flagged, tables: Tables, mode: str, model_version: str, llm_identity: str):
+    """The flagged catalog with hashes and a `_class` column: invalid, selected (to embed) or current.
+
+    Incremental selects items whose (item_id, model_version) is missing or whose content hash changed;
+    backfill selects every valid item. The embeddings side is joined on item_id alone, so the join
+    shares the shuffle of the duplicate-id window (one exchange of the catalog, not two).
+    """
+    from pyspark.sql import functions as F
+
+    df = with_hashes(flagged, model_version, llm_identity)
     if mode == "backfill":
-        return valid
-    current = (tables.read("embeddings").where(f"model_version = '{model_version}'")
-               .select(S.ITEM_ID, S.CONTENT_HASH))
-    return valid.join(current, [S.ITEM_ID, S.CONTENT_HASH], "left_anti")
+        selected = F.lit(True)
+    else:
+        # max(): at most one row per item even if the table was written with duplicates outside vlclip
+        current = (tables.read("embeddings").where(F.col(S.MODEL_VERSION) == model_version)
+                   .groupBy(S.ITEM_ID).agg(F.max(S.CONTENT_HASH).alias(CURRENT_HASH)))
+        df = df.join(current, S.ITEM_ID, "left")
+        selected = F.col(CURRENT_HASH).isNull() | (F.col(CURRENT_HASH) != F.col(S.CONTENT_HASH))
+    cls = F.when(F.col(S.ERROR_TYPE).isNotNull(), F.lit(INVALID)).when(selected, F.lit(SELECTED)).otherwise(F.lit(CURRENT))
+    return df.withColumn(CLASS, cls)
 
 
 def join_caches(work, tables: Tables, detector_id: str):
@@ -64,27 +83,34 @@ def stage_work(spark, flagged, tables: Tables, state: RunState, shard_size: int,
                hashes: Tuple[str, str]) -> StagedCounts:
     """Write the work set and the invalid catalog rows under the run directory; record shard sizes.
 
-    `flagged` (see catalog.flag_invalid) is cached for the duration, so the catalog is read once; a
-    run that selects nothing writes nothing but its manifest.
+    One Spark action counts the rows of each class; the work set and the invalid rows are written
+    (each a second pass over the catalog) only when there are some, so a run that selects nothing
+    makes one pass and writes nothing but its manifest. The recorded counts are those of the files
+    written, so they agree with what the later phases read even if the catalog changed meanwhile.
     """
-    from pyspark import StorageLevel
+    from pyspark.sql import functions as F
 
-    flagged = flagged.persist(StorageLevel.MEMORY_AND_DISK)
-    try:
-        valid, invalid = split_flagged(flagged, *hashes)
-        work = select_work(valid, tables, state.manifest["mode"], state.manifest["model_version"]).cache()
-        n_selected = work.count()
-        shard_rows = _write_work(spark, work, tables, state, n_selected, shard_size, detector_id)
-        work.unpersist()
-        n_invalid = invalid.count()
-        if n_invalid:
-            invalid.write.mode("overwrite").parquet(storage.spark_path(state.path("catalog_errors")))
-        counts = StagedCounts(flagged.count(), n_invalid, n_selected, len(shard_rows))
-    finally:
-        flagged.unpersist()
-    state.save(shards={str(k): v for k, v in shard_rows.items()}, items_seen=counts.items_seen,
-               items_invalid=counts.items_invalid, items_selected=counts.items_selected)
-    return counts
+    classified = classify(flagged, tables, state.manifest["mode"], *hashes)
+    counts = {r[CLASS]: int(r["count"]) for r in classified.groupBy(CLASS).count().collect()}
+    shard_rows = _write_work(spark, classified.where(F.col(CLASS) == SELECTED), tables, state,
+                             counts.get(SELECTED, 0), shard_size, detector_id)
+    n_selected = sum(shard_rows.values())
+    n_invalid = _write_invalid(spark, classified.where(F.col(CLASS) == INVALID), state, counts.get(INVALID, 0))
+    if (n_selected, n_invalid) != (counts.get(SELECTED, 0), counts.get(INVALID, 0)):
+        log.warning("the catalog changed while it was staged: counted %d selected / %d invalid, staged %d / %d",
+                    counts.get(SELECTED, 0), counts.get(INVALID, 0), n_selected, n_invalid)
+    staged = StagedCounts(sum(counts.values()), n_invalid, n_selected, len(shard_rows))
+    state.save(shards={str(k): v for k, v in shard_rows.items()}, items_seen=staged.items_seen,
+               items_invalid=staged.items_invalid, items_selected=staged.items_selected)
+    return staged
+
+
+def _write_invalid(spark, invalid, state: RunState, n_counted: int) -> int:
+    if not n_counted:
+        return 0
+    path = storage.spark_path(state.path("catalog_errors"))
+    invalid.select(S.ITEM_ID, S.IMAGE_URI, S.ERROR_TYPE, S.ERROR_MESSAGE).write.mode("overwrite").parquet(path)
+    return spark.read.parquet(path).count()
 
 
 def _write_work(spark, work, tables: Tables, state: RunState, n_selected: int, shard_size: int,

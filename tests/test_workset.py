@@ -1,0 +1,61 @@
+"""Work-set selection (one classified plan) and the runs-row write, on real local Spark + Delta."""
+from __future__ import annotations
+
+from test_catalog import ROWS, write
+
+from vlclip_core import schema as S
+from vlclip_core.catalog import load_flagged, load_valid_and_invalid
+from vlclip_core.config import CatalogConfig, WarehouseConfig
+from vlclip_core.job import RunReport, record_run
+from vlclip_core.runs import create_run
+from vlclip_core.tables import Tables
+from vlclip_core.workset import CLASS, classify
+
+MV, LLM = "mv1", "llm1"
+
+
+def embeddings_rows(spark, pairs, model_version=MV):
+    """Minimal embeddings rows (item_id, content_hash) of one model_version."""
+    from pyspark.sql import functions as F
+
+    df = spark.createDataFrame(pairs, "item_id string, content_hash string")
+    declared = spark.createDataFrame([], S.TABLES["embeddings"]).schema
+    cols = {S.ITEM_ID: F.col(S.ITEM_ID), S.CONTENT_HASH: F.col(S.CONTENT_HASH), S.MODEL_VERSION: F.lit(model_version)}
+    return df.select(*[cols.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in declared.fields])
+
+
+def classes(spark, catalog, tables, mode="incremental"):
+    df = classify(load_flagged(spark, CatalogConfig(path=catalog)), tables, mode, MV, LLM)
+    return sorted((r[S.ITEM_ID] or "", r[CLASS]) for r in df.collect())
+
+
+def test_each_catalog_row_gets_one_class(spark, tmp_path):
+    catalog = write(spark, ROWS + [("d", "t", None, None, None, None), ("e", "t", "u", None, None, None),
+                                   ("e", "t2", "u", None, None, None)], tmp_path / "cat")
+    tables = Tables(spark, WarehouseConfig(path=str(tmp_path / "wh")))
+    tables.ensure_all()
+    hashes = {r.item_id: r.content_hash for r in
+              load_valid_and_invalid(spark, CatalogConfig(path=catalog), MV, LLM)[0].collect()}
+    # a: current; b: stored under another hash (changed); c: never embedded; "c" of another version
+    # does not count; a duplicated stored row of "a" must not duplicate the work set.
+    pairs = [("a", hashes["a"]), ("a", hashes["a"]), ("b", "old-hash")]
+    embeddings_rows(spark, pairs).unionByName(embeddings_rows(spark, [("c", hashes["c"])], "mv0")) \
+        .write.format("delta").mode("append").save(tables.location("embeddings"))
+
+    assert classes(spark, catalog, tables) == [
+        ("a", "current"), ("b", "selected"), ("c", "selected"), ("d", "invalid"), ("e", "invalid"), ("e", "invalid")]
+    assert classes(spark, catalog, tables, "backfill") == [
+        ("a", "selected"), ("b", "selected"), ("c", "selected"), ("d", "invalid"), ("e", "invalid"), ("e", "invalid")]
+
+
+def test_a_fresh_run_appends_its_row_and_a_repeated_write_keeps_one(spark, tmp_path):
+    tables = Tables(spark, WarehouseConfig(path=str(tmp_path / "wh")))
+    tables.ensure_all()
+    state = create_run(str(tmp_path / "staging"), "run-1", "incremental", MV, "cfg")
+    report = RunReport(run_id="run-1", mode="incremental", model_version=MV, config_hash="cfg", status="failed")
+    record_run(spark, tables, state, report)
+    assert tables.delta("runs").history(1).first()["operation"] == "WRITE"
+    report.status = "succeeded"
+    record_run(spark, tables, state, report)  # the resumed run: same run_id, the row is replaced
+    assert tables.delta("runs").history(1).first()["operation"] == "MERGE"
+    assert [(r.run_id, r.status) for r in tables.read("runs").collect()] == [("run-1", "succeeded")]
