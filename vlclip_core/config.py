@@ -66,11 +66,15 @@ class RayConfig:
     address: str = "local"  # local | auto | ray://host:port
     num_cpus: Optional[float] = None  # only for address=local
     stall_timeout_s: float = 900.0  # no progress for this long ends the run
-    max_batch_retries: int = 2  # Ray retries of a failed task / restarts of a dead actor
+    max_batch_retries: int = 2  # Ray retries of a failed task or of a batch whose actor died
     max_failed_batches: int = 10  # batches that still fail become error rows; one more fails the run
     # Batches queued on one actor: more keeps a GPU fed, fewer means a crashing batch takes fewer
     # innocent batches (queued on the same actor) through their retries with it.
     max_tasks_in_flight_per_actor: int = 2
+    # Items of batches that failed on every retry are run once more, one item per batch, so a
+    # crashing item does not take its batch neighbours with it; only items that fail alone become
+    # error rows (in that pass, max_failed_batches counts items).
+    retry_failed_items: bool = True
     runtime_env: dict = field(default_factory=dict)
 
 

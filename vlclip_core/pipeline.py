@@ -1,6 +1,7 @@
 """The Ray Data pipeline over staged shards: decode tasks -> grounding -> enrichment -> CLIP actor pools -> shard writer."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import logging
 import queue
@@ -108,14 +109,23 @@ def decode_task(batch, config: VlclipConfig, heartbeat=None):
     return beating(heartbeat, "decode", stage_class(config, "decode")(config), batch)
 
 
-def build_dataset(state: RunState, shards: List[int], config: VlclipConfig, heartbeat=None):
-    """Read the pending shards and chain the stages; each stage's resources come from config."""
+def build_dataset(state: RunState, shards: List[int], config: VlclipConfig, heartbeat=None,
+                  only_items: Optional[set] = None):
+    """Read the pending shards and chain the stages; each stage's resources come from config.
+
+    With `only_items`, only those item ids are read and every stage takes one item per batch (and
+    one batch per actor at a time): the isolation pass for items of failed batches.
+    """
     import ray
 
     read_cpus = min(config.stages.decode.num_cpus, 1.0) or 0.25
     ds = ray.data.read_parquet([storage.spark_path(state.shard_input(s)) for s in shards],
                                partitioning=None, num_cpus=read_cpus, include_paths=True)
     ds = ds.map_batches(_add_shard_id, batch_format="numpy", num_cpus=read_cpus)
+    if only_items is not None:
+        ds = ds.map_batches(_keep_items, fn_kwargs={"items": only_items}, batch_format="numpy", num_cpus=read_cpus)
+        ds = ds.repartition(max(1, len(only_items)))  # a task takes a whole block: one item per block
+        config = _one_item_per_batch(config)
     res = config.stages.decode
     ds = ds.map_batches(decode_task, fn_kwargs={"config": config, "heartbeat": heartbeat}, batch_format="numpy",
                         batch_size=res.batch_size, num_cpus=res.num_cpus,
@@ -137,8 +147,23 @@ def _add_actor_stage(ds, name: str, res: StageResources, config: VlclipConfig, h
                           compute=ray.data.ActorPoolStrategy(
                               size=res.num_actors,
                               max_tasks_in_flight_per_actor=config.ray.max_tasks_in_flight_per_actor),
-                          max_restarts=config.ray.max_batch_retries,
+                          # Restarts are unbounded and batch retries bounded: Ray Data (2.60) never
+                          # replaces an actor that ran out of restarts, so a fixed-size pool would keep
+                          # the dead actor and hang. A crash loop is caught by the stall detector.
+                          max_restarts=-1,
                           max_task_retries=config.ray.max_batch_retries)
+
+
+def _one_item_per_batch(config: VlclipConfig) -> VlclipConfig:
+    stages = dataclasses.replace(config.stages, **{
+        name: dataclasses.replace(getattr(config.stages, name), batch_size=1) for name in S.STAGE_NAMES})
+    return dataclasses.replace(config, stages=stages,
+                               ray=dataclasses.replace(config.ray, max_tasks_in_flight_per_actor=1))
+
+
+def _keep_items(batch, items: set):
+    keep = np.array([i in items for i in batch[S.ITEM_ID]], dtype=bool)
+    return {name: column[keep] for name, column in batch.items()}
 
 
 def _add_shard_id(batch):
@@ -180,13 +205,14 @@ def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
     shard_acc: Dict[int, Dict] = {}
     start = time.monotonic()
     try:
-        ds = build_dataset(state, pending, config, heartbeat)
-        for summary in _summaries(ds, config.ray.stall_timeout_s, heartbeat):
-            _accumulate(shard_acc, summary)
-            shard = int(summary["shard"])
-            if shard_acc[shard]["rows"] == expected[shard]:
-                state.mark_shard_done(shard, shard_acc.pop(shard))
-            progress.update(int(summary["rows"]), done_shards=len(state.done_shards()), shards=len(expected))
+        _run_pass(build_dataset(state, pending, config, heartbeat), state, config, heartbeat, shard_acc, progress)
+        retry = state.pending_shards()
+        if retry and config.ray.retry_failed_items:
+            lost = set().union(*(_lost_ids(state, shard) for shard in retry))
+            log.warning("%d item(s) were in batches that failed on every retry; running them again one by one",
+                        len(lost))
+            _run_pass(build_dataset(state, retry, config, heartbeat, only_items=lost), state, config, heartbeat,
+                      shard_acc, progress)
     finally:
         stop_run_actors(heartbeat)
     for shard in state.pending_shards():
@@ -195,6 +221,17 @@ def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
         result.add(summary)
     result.wall_seconds = time.monotonic() - start
     return result
+
+
+def _run_pass(ds, state: RunState, config: VlclipConfig, heartbeat, shard_acc: Dict[int, Dict],
+              progress: Progress) -> None:
+    expected = state.shards()
+    for summary in _summaries(ds, config.ray.stall_timeout_s, heartbeat):
+        _accumulate(shard_acc, summary)
+        shard = int(summary["shard"])
+        if shard_acc[shard]["rows"] == expected[shard]:
+            state.mark_shard_done(shard, shard_acc.pop(shard))
+        progress.update(int(summary["rows"]), done_shards=len(state.done_shards()), shards=len(expected))
 
 
 def _accumulate(acc: Dict[int, Dict], summary: Dict) -> None:
@@ -227,6 +264,11 @@ def fail_lost_rows(state: RunState, shard: int, summary: Optional[Dict]) -> Dict
     if summary:
         return {k: (summary.get(k, 0) + v if k != "shard" else v) for k, v in lost_summary.items()}
     return lost_summary
+
+
+def _lost_ids(state: RunState, shard: int) -> set:
+    staged = pq.read_table(storage.spark_path(state.shard_input(shard)), partitioning=None, columns=[S.ITEM_ID])
+    return set(staged.column(S.ITEM_ID).to_pylist()) - _written_ids(state, shard)
 
 
 def _written_ids(state: RunState, shard: int) -> set:
