@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install models sample demo test bench gpu-check inspect clean smollm
+.PHONY: help install models sample demo test bench profile gpu-check inspect clean smollm
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -39,6 +39,9 @@ test: install  ## run the test suite (real local Spark + Delta, local Ray, tiny 
 
 bench: install  ## run the benchmarks; writes bench_out/results.json and prints a table
 	$(PY) -m benchmarks.run --out bench_out
+
+profile: install  ## pyinstrument profile of one run: make profile PROFILE_ARGS="--scenario e2e --items 200"
+	$(PY) -m benchmarks.profile_job --out bench_out $(PROFILE_ARGS)
 
 gpu-check: install  ## prod-sized stages on a GPU: images/s and tokens/s (needs CUDA)
 	$(PY) -m benchmarks.gpu_check

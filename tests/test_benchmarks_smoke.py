@@ -44,3 +44,15 @@ def test_bare_loop_figures_and_report_json(tmp_path, tiny_models):
     assert data["comparisons"]["broken"]["error"] == "ValueError: boom"
     lines = table_lines(data)
     assert lines[2].startswith("| bare | bare steady | ") and "FAILED: ValueError: boom" in lines[3]
+
+
+def test_profile_of_a_noop_run_names_the_selection(spark, tmp_path, capsys):
+    from benchmarks.profile_job import main
+
+    out = tmp_path / "out"
+    assert main(["--scenario", "noop", "--items", "300", "--warmups", "0", "--out", str(out)]) == 0
+    text = (out / "profile-noop-300" / "profile.txt").read_text(encoding="utf-8")
+    assert "run_job" in text and "stage_work" in text  # the tree reaches the selection
+    printed = capsys.readouterr().out
+    assert "profiled run:" in printed and ", 0 selected," in printed  # every item was current
+    assert (out / "profile-noop-300" / "profile.html").stat().st_size > 1000
