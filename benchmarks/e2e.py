@@ -15,25 +15,49 @@ log = logging.getLogger(__name__)
 
 
 def framework_overhead(ctx: BenchContext) -> dict:
-    """run_job vs the bare in-process loop on the same items, repeats interleaved."""
+    """run_job vs the bare in-process loop on the same items, repeats interleaved.
+
+    Each repeat also runs both on the catalog's first quarter: the marginal rate (N - n) / (T_N - T_n)
+    cancels every fixed cost (Spark staging, Ray start, model loads, commit) and, unlike the rate
+    from the first finished batch to the last, is not inflated by the backlog the pipeline's upstream
+    stages build while its first batch fills. The goal is judged on the marginal rates.
+    """
     opts = ctx.options
-    catalog = ctx.catalog(opts.overhead_items)
-    vlclip, bare = [], []
+    n_small = max(1, opts.overhead_items // 4)
+    catalog, small = ctx.catalog(opts.overhead_items), ctx.catalog(n_small)
+    vlclip, bare, vlclip_small, bare_small = [], [], [], []
     for r in range(opts.repeats):
         warehouse = ctx.work_dir(f"overhead-wh-{r}")
         vlclip.append(ctx.timed_job(ctx.job_config(catalog, warehouse, opts.model_size)))
         bare.append(ctx.timed_bare(catalog, opts.model_size))
-        log.info("overhead repeat %d: vlclip %.1fs, bare %.1fs", r, vlclip[-1]["total_s"], bare[-1]["total_s"])
+        vlclip_small.append(ctx.timed_job(ctx.job_config(small, ctx.work_dir(f"overhead-small-{r}"), opts.model_size)))
+        bare_small.append(ctx.timed_bare(small, opts.model_size))
+        log.info("overhead repeat %d: vlclip %.1fs (%d items: %.1fs), bare %.1fs (%.1fs)", r, vlclip[-1]["total_s"],
+                 n_small, vlclip_small[-1]["total_s"], bare[-1]["total_s"], bare_small[-1]["total_s"])
     ctx.shared["full_run"] = {"catalog": catalog, "warehouse": warehouse, "runs": vlclip}
+    extra = opts.overhead_items - n_small
+    marginal_vl = [marginal_rate(extra, big, sm) for big, sm in zip(vlclip, vlclip_small)]
+    marginal_bare = [marginal_rate(extra, big, sm) for big, sm in zip(bare, bare_small)]
+    marginal = ratio(marginal_vl, marginal_bare)
     steady = ratio([v["steady_items_per_s"] for v in vlclip], [b["steady_items_per_s"] for b in bare])
     total = ratio([v["total_s"] for v in vlclip], [b["total_s"] for b in bare])
-    figures = {"items": opts.overhead_items, "model_size": opts.model_size, "vlclip": summarise(vlclip),
-               "bare": summarise(bare), "steady_ratio_vlclip_over_bare": steady, "total_ratio_vlclip_over_bare": total}
-    rows = [headline("vlclip steady items/s", figures["vlclip"]["steady_items_per_s"], "items/s"),
-            headline("bare loop steady items/s", figures["bare"]["steady_items_per_s"], "items/s"),
-            headline("steady ratio vlclip/bare", steady, "x", ">= 0.8", at_least(steady, 0.8)),
+    figures = {"items": opts.overhead_items, "items_small": n_small, "model_size": opts.model_size,
+               "vlclip": summarise(vlclip), "bare": summarise(bare), "vlclip_small": summarise(vlclip_small),
+               "bare_small": summarise(bare_small), "vlclip_marginal_items_per_s": spread([v for v in marginal_vl if v is not None]),
+               "bare_marginal_items_per_s": spread([b for b in marginal_bare if b is not None]), "marginal_ratio_vlclip_over_bare": marginal,
+               "steady_ratio_vlclip_over_bare": steady, "total_ratio_vlclip_over_bare": total}
+    rows = [headline("vlclip marginal items/s", figures["vlclip_marginal_items_per_s"], "items/s"),
+            headline("bare loop marginal items/s", figures["bare_marginal_items_per_s"], "items/s"),
+            headline("marginal (steady-state) ratio vlclip/bare", marginal, "x", ">= 0.8", at_least(marginal, 0.8)),
+            headline("first-to-last-batch rate ratio vlclip/bare", steady, "x"),
             headline("total wall ratio vlclip/bare", total, "x")]
     return {"figures": figures, "headline": rows}
+
+
+def marginal_rate(extra_items: int, big: dict, small: dict):
+    """Items/s of the items the bigger run adds: fixed costs cancel; None if the runs are too noisy."""
+    seconds = big["total_s"] - small["total_s"]
+    return extra_items / seconds if seconds > 0 else None
 
 
 def naive_baseline(ctx: BenchContext) -> dict:

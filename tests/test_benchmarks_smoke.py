@@ -56,3 +56,11 @@ def test_profile_of_a_noop_run_names_the_selection(spark, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "profiled run:" in printed and ", 0 selected," in printed  # every item was current
     assert (out / "profile-noop-300" / "profile.html").stat().st_size > 1000
+
+
+def test_marginal_rate_cancels_fixed_costs():
+    from benchmarks.e2e import marginal_rate
+
+    # 100 items in 30 s and 400 items in 60 s: 20 s of fixed cost, 10 items/s for the items added
+    assert marginal_rate(300, {"total_s": 60.0}, {"total_s": 30.0}) == 10.0
+    assert marginal_rate(300, {"total_s": 29.0}, {"total_s": 30.0}) is None  # noise larger than the work
