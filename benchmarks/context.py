@@ -42,6 +42,7 @@ class BenchOptions:
     naive_partitions: int = 0  # 0: the number of CPUs
     bare_threads: int = 0  # torch threads of the bare loop; 0: the number of CPUs
     seed: int = 0
+    job_overrides: tuple = ()  # extra config overrides (KEY=VALUE) of every vlclip run and bare loop
 
 
 @dataclass
@@ -74,7 +75,7 @@ class BenchContext:
         base = tiny_overrides(self.models(size)) + (
             f"catalog.path={catalog}", f"warehouse.path={warehouse}", f"job.shard_size={self.options.shard_size}",
             "job.log_every_s=30", "ray.stall_timeout_s=900", "models.device=cpu")
-        return load_config(PROFILE, base + tuple(overrides))
+        return load_config(PROFILE, base + tuple(self.options.job_overrides) + tuple(overrides))
 
     def timed_job(self, config: VlclipConfig) -> dict:
         """run_job end to end (Ray started inside, Spark session shared), with marks and peak RSS."""

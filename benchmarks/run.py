@@ -49,12 +49,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
                    help="run only these comparisons (repeatable)")
     p.add_argument("--quick", action="store_true", help="every size ~10-50x smaller: a smoke run of a few minutes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", dest="job_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override of every run (repeatable), e.g. stages.enrichment.num_actors=2")
     return p.parse_args(argv)
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
     opts = BenchOptions(out=args.out, scaling_repeats=args.scaling_repeats, model_size=args.model_size,
-                        scaling_model_size=args.scaling_model_size, bare_threads=args.bare_threads, seed=args.seed)
+                        scaling_model_size=args.scaling_model_size, bare_threads=args.bare_threads, seed=args.seed,
+                        job_overrides=tuple(args.job_overrides))
     if args.quick:
         opts = dataclasses.replace(opts, repeats=2, **QUICK)
     explicit = {"repeats": args.repeats, "scale_small": args.scale_small, "scale_large": args.scale_large,
