@@ -208,7 +208,8 @@ def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
         _run_pass(build_dataset(state, pending, config, heartbeat), state, config, heartbeat, shard_acc, progress)
         retry = state.pending_shards()
         if retry and config.ray.retry_failed_items:
-            lost = set().union(*(_lost_ids(state, shard) for shard in retry))
+            lost = set().union(*(_lost_rows(state, shard, [S.ITEM_ID]).column(S.ITEM_ID).to_pylist()
+                                 for shard in retry))
             log.warning("%d item(s) were in batches that failed on every retry; running them again one by one",
                         len(lost))
             _run_pass(build_dataset(state, retry, config, heartbeat, only_items=lost), state, config, heartbeat,
@@ -244,13 +245,10 @@ def _accumulate(acc: Dict[int, Dict], summary: Dict) -> None:
 
 def fail_lost_rows(state: RunState, shard: int, summary: Optional[Dict]) -> Dict:
     """Rows of a shard that never reached the writer (their batch kept failing) become error rows."""
-    staged = pq.read_table(storage.spark_path(state.shard_input(shard)), partitioning=None,
-                           columns=[S.ITEM_ID, S.CONTENT_HASH, S.TEXT_HASH, S.PRODUCT_TYPE, S.IMAGE_URI])
-    written = _written_ids(state, shard)
-    lost = staged.filter(pa.array([i not in written for i in staged.column(S.ITEM_ID).to_pylist()]))
+    lost = _lost_rows(state, shard, [S.ITEM_ID, S.CONTENT_HASH, S.TEXT_HASH, S.PRODUCT_TYPE, S.IMAGE_URI])
     if lost.num_rows == 0:
         raise RuntimeError(f"shard {shard} is incomplete but none of its items is missing: "
-                           f"summary {summary} does not match {staged.num_rows} staged rows")
+                           f"summary {summary} does not match its {state.shards()[shard]} staged rows")
     log.error("shard %d: %d item(s) were lost with a batch that kept failing; recording them as errors",
               shard, lost.num_rows)
     batch = {name: lost.column(name).to_numpy(zero_copy_only=False) for name in lost.column_names}
@@ -266,9 +264,11 @@ def fail_lost_rows(state: RunState, shard: int, summary: Optional[Dict]) -> Dict
     return lost_summary
 
 
-def _lost_ids(state: RunState, shard: int) -> set:
-    staged = pq.read_table(storage.spark_path(state.shard_input(shard)), partitioning=None, columns=[S.ITEM_ID])
-    return set(staged.column(S.ITEM_ID).to_pylist()) - _written_ids(state, shard)
+def _lost_rows(state: RunState, shard: int, columns: List[str]) -> pa.Table:
+    """The staged rows of a shard (these columns) that the writer never wrote."""
+    staged = pq.read_table(storage.spark_path(state.shard_input(shard)), partitioning=None, columns=columns)
+    written = _written_ids(state, shard)
+    return staged.filter(pa.array([i not in written for i in staged.column(S.ITEM_ID).to_pylist()]))
 
 
 def _written_ids(state: RunState, shard: int) -> set:
