@@ -92,7 +92,10 @@ def with_hashes(df, model_version: str, llm_identity: str):
     """Add attributes_json, content_hash (all model inputs + model_version) and text_hash (LLM inputs)."""
     from pyspark.sql import functions as F
 
-    attrs = F.to_json(F.map_from_entries(F.array_sort(F.map_entries(S.ATTRIBUTES))))
+    # sort_array uses Spark's native ordering; array_sort's comparator is an interpreted lambda and made
+    # the whole no-op run ~0.2 s/100k slower. Same order (entries are never null, keys are unique), so the
+    # same JSON and the same stored hashes (pinned by tests/test_catalog.py::test_hashes_match_stored_values).
+    attrs = F.to_json(F.map_from_entries(F.sort_array(F.map_entries(S.ATTRIBUTES))))
     df = df.withColumn(S.ATTRIBUTES_JSON, F.when(F.col(S.ATTRIBUTES).isNotNull(), attrs))
     text_fields = F.to_json(F.struct(S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON))
     all_fields = F.to_json(F.struct(S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON, S.IMAGE_URI))

@@ -17,7 +17,7 @@ from vlclip_core.runs import (COMMITTED, PROCESSED, STAGED, STAGING, RunLock, Ru
                               find_unfinished, new_run_id, open_run, utcnow)
 from vlclip_core.spark_session import get_spark
 from vlclip_core.tables import (Tables, delete_removed_items, insert_new, merge_embeddings, replace_run_errors,
-                                write_run)
+                                table_schema, write_run)
 from vlclip_core.workset import stage_work
 
 log = logging.getLogger(__name__)
@@ -282,5 +282,5 @@ def record_run(spark, tables: Tables, state: RunState, report: RunReport) -> Non
 
 
 def runs_row(spark, report: RunReport):
-    columns = spark.createDataFrame([], S.RUNS_DDL).columns
-    return spark.createDataFrame([{name: getattr(report, name) for name in columns}], S.RUNS_DDL).coalesce(1)
+    schema = table_schema(spark, "runs")
+    return spark.createDataFrame([{name: getattr(report, name) for name in schema.names}], schema).coalesce(1)

@@ -21,6 +21,16 @@ PARTITION_COLUMNS = {"embeddings": ["model_version"], "embedding_errors": [], "r
                      "grounding_cache": ["detector_id"], "enrichment_cache": []}
 
 
+_SCHEMAS: Dict[str, object] = {}
+
+
+def table_schema(spark, table: str):
+    """The StructType of a table's DDL, parsed once per process (each parse is a JVM round trip)."""
+    if table not in _SCHEMAS:
+        _SCHEMAS[table] = spark.createDataFrame([], S.TABLES[table]).schema
+    return _SCHEMAS[table]
+
+
 class Tables:
     """Locations of the warehouse tables: a metastore name when configured, else <warehouse>/<name>."""
 
@@ -45,7 +55,7 @@ class Tables:
 
     def add_missing_columns(self, table: str) -> None:
         """Bring a table made by an older vlclip up to the declared schema (new columns only)."""
-        declared = self.spark.createDataFrame([], S.TABLES[table]).schema
+        declared = table_schema(self.spark, table)
         present = set(self.read(table).columns)
         missing = [f for f in declared.fields if f.name not in present]
         if missing:
@@ -62,7 +72,7 @@ class Tables:
         builder = DeltaTable.createIfNotExists(self.spark)
         name = self.names.get(table)
         builder = builder.tableName(name) if name else builder.location(self.location(table))
-        builder = builder.addColumns(self.spark.createDataFrame([], S.TABLES[table]).schema)
+        builder = builder.addColumns(table_schema(self.spark, table))
         if PARTITION_COLUMNS[table]:
             builder = builder.partitionedBy(*PARTITION_COLUMNS[table])
         for key, value in TABLE_PROPERTIES.get(table, {}).items():
