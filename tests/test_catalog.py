@@ -76,20 +76,52 @@ def test_hashes_are_stable_and_follow_their_inputs(spark, tmp_path):
 
 
 def test_hashes_match_stored_values(spark, tmp_path):
-    """Hashes already stored in users' embeddings tables must keep matching: a change to how the job
-    computes them would silently re-embed every item. Values recorded from the first release."""
+    """Hashes already stored in users' tables must keep matching: a change to how the job computes them
+    would silently re-embed every item (content hash) or miss the enrichment cache (text hash).
+    The legacy content hash and the text hash are the first release's values."""
+    from vlclip_core.catalog import LEGACY_CONTENT_HASH, normalise, with_hashes
+
     rows = [("a", "Red Shoe", "http://x/a.jpg", "soft", "running shoe",
              {"size": "9", "color": "red", "Brand": "ACME", "fit": None}),
             ("b", "Blue Bag", "http://x/b.jpg", None, None, None),
             ("c", 'Ünïcode "quoted"', "http://x/c.jpg", "line\nbreak", "lamp", {})]
-    valid, _ = load_valid_and_invalid(spark, CatalogConfig(path=write(spark, rows, tmp_path / "g")), "mv1", "llm1")
-    got = {r.item_id: (r.content_hash, r.text_hash, r.attributes_json) for r in valid.collect()}
+    df = normalise(read_catalog(spark, CatalogConfig(path=write(spark, rows, tmp_path / "g"))))
+    got = {r.item_id: (r[LEGACY_CONTENT_HASH], r.text_hash, r.attributes_json, r.content_hash)
+           for r in with_hashes(df, "mv1", "llm1", legacy=True).collect()}
     assert got == {
         "a": ("eaae9fba8b347eca9335c01d275df4d1549743741f55aa21c3a34752e2361b88",
               "ecc67ffbbdef284dd40e08186398b9add3a573bfb3390b576b6f9caca4e2242a",
-              '{"Brand":"ACME","color":"red","fit":null,"size":"9"}'),
+              '{"Brand":"ACME","color":"red","fit":null,"size":"9"}', X1["a"]),
         "b": ("5aff2446bc6c020b08876c20af71571676f5fe356bfdf74cd54e5a4c6445a242",
-              "cdb2f9d2d82da1c93a1c2394b6f9a6a27e9cb915e08da3039687949723d1221a", None),
+              "cdb2f9d2d82da1c93a1c2394b6f9a6a27e9cb915e08da3039687949723d1221a", None, X1["b"]),
         "c": ("7157d55218ecda2ea342ea1e3f1a10f566f3136f025c4c9898fe2a726d7aa22f",
-              "4e998825fe6715121253ccaa2cf63379c051c7c45f4c42a4a9d951fee79bf680", "{}"),
+              "4e998825fe6715121253ccaa2cf63379c051c7c45f4c42a4a9d951fee79bf680", "{}", X1["c"]),
     }
+
+
+# x1 content hashes of the rows above, as vlclip computed them when the scheme was introduced
+X1 = {"a": "x1:54273FC8A7AE668BDAE05F7B159E360E", "b": "x1:E6FD1DF6FA612F0AD3AD1CF8AAB608CA",
+      "c": "x1:66848CE2AFE36DB5CE1F25FE9F34D586"}
+
+
+def test_fingerprint_tells_apart_what_its_hash_function_would_not(spark, tmp_path):
+    """Spark's xxhash64 skips nulls; the x1 scheme must still see which field or key holds a null."""
+    def content(rows):
+        path = write(spark, rows, tmp_path / f"f{abs(hash(str(rows)))}")
+        return {r.item_id: r.content_hash
+                for r in load_valid_and_invalid(spark, CatalogConfig(path=path), "mv1", "llm1")[0].collect()}
+
+    variants = {
+        "null value moved to another key": [{"color": None, "size": "M"}, {"color": "M", "size": None}],
+        "text moved between null fields": [("x", None), (None, "x")],
+        "no attributes vs empty attributes": [None, {}],
+        "value containing the separator": [{"a": "p", "b": "q"}, {"a": "p\u0000q", "b": None}],
+    }
+    for name, (left, right) in variants.items():
+        if isinstance(left, tuple):
+            rows = [("l", "t", "u", *left, None), ("r", "t", "u", *right, None)]
+        else:
+            rows = [("l", "t", "u", "d", "p", left), ("r", "t", "u", "d", "p", right)]
+        hashes = content(rows)
+        assert hashes["l"] != hashes["r"], name
+        assert hashes["l"].startswith("x1:") and len(hashes["l"]) == 35

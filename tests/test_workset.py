@@ -59,3 +59,21 @@ def test_a_fresh_run_appends_its_row_and_a_repeated_write_keeps_one(spark, tmp_p
     record_run(spark, tables, state, report)  # the resumed run: same run_id, the row is replaced
     assert tables.delta("runs").history(1).first()["operation"] == "MERGE"
     assert [(r.run_id, r.status) for r in tables.read("runs").collect()] == [("run-1", "succeeded")]
+
+
+def test_rows_stored_with_the_legacy_hash_stay_current(spark, tmp_path):
+    """A table written by the first release (SHA-256 content hashes) must not be re-embedded by an
+    upgrade; a changed item is still found, and a foreign hash of neither scheme counts as changed."""
+    from vlclip_core.catalog import LEGACY_CONTENT_HASH, normalise, read_catalog, with_hashes
+
+    catalog = write(spark, ROWS, tmp_path / "cat")
+    legacy = {r.item_id: r[LEGACY_CONTENT_HASH] for r in
+              with_hashes(normalise(read_catalog(spark, CatalogConfig(path=catalog))), MV, LLM, legacy=True).collect()}
+    tables = Tables(spark, WarehouseConfig(path=str(tmp_path / "wh")))
+    tables.ensure_all()
+    pairs = [("a", legacy["a"]), ("b", legacy["b"]), ("c", legacy["c"][::-1])]
+    embeddings_rows(spark, pairs).write.format("delta").mode("append").save(tables.location("embeddings"))
+    assert classes(spark, catalog, tables) == [("a", "current"), ("b", "current"), ("c", "selected")]
+
+    edited = write(spark, [ROWS[0][:3] + ("softer",) + ROWS[0][4:]] + ROWS[1:], tmp_path / "edited")
+    assert classes(spark, edited, tables) == [("a", "selected"), ("b", "current"), ("c", "selected")]

@@ -8,7 +8,7 @@ from typing import Dict, Tuple
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import with_hashes
+from vlclip_core.catalog import CONTENT_HASH_PREFIX, LEGACY_CONTENT_HASH, with_hashes
 from vlclip_core.runs import RunState
 from vlclip_core.tables import Tables
 
@@ -38,15 +38,21 @@ def classify(flagged, tables: Tables, mode: str, model_version: str, llm_identit
     """
     from pyspark.sql import functions as F
 
-    df = with_hashes(flagged, model_version, llm_identity)
     if mode == "backfill":
+        df = with_hashes(flagged, model_version, llm_identity)
         selected = F.lit(True)
     else:
+        df = with_hashes(flagged, model_version, llm_identity, legacy=True)
         # max(): at most one row per item even if the table was written with duplicates outside vlclip
         current = (tables.read("embeddings").where(F.col(S.MODEL_VERSION) == model_version)
                    .groupBy(S.ITEM_ID).agg(F.max(S.CONTENT_HASH).alias(CURRENT_HASH)))
         df = df.join(current, S.ITEM_ID, "left")
-        selected = F.col(CURRENT_HASH).isNull() | (F.col(CURRENT_HASH) != F.col(S.CONTENT_HASH))
+        stored = F.col(CURRENT_HASH)
+        # a row stored by the first release holds its SHA-256 scheme: compared with that (computed only
+        # for such rows), it stays current, and the work set writes it back under the current scheme.
+        unchanged = (F.when(stored.startswith(CONTENT_HASH_PREFIX), stored == F.col(S.CONTENT_HASH))
+                     .otherwise(stored == F.col(LEGACY_CONTENT_HASH)))
+        selected = stored.isNull() | ~unchanged
     cls = F.when(F.col(S.ERROR_TYPE).isNotNull(), F.lit(INVALID)).when(selected, F.lit(SELECTED)).otherwise(F.lit(CURRENT))
     return df.withColumn(CLASS, cls)
 
