@@ -6,7 +6,8 @@ import functools
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional
 
 from vlclip_core import schema as S
 from vlclip_core import storage
@@ -145,16 +146,19 @@ def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None
 def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport) -> None:
     """Merge the staged results into the Delta tables; safe to repeat after a failed attempt."""
     results = _read_outputs(spark, state)
+    writes = []
     if results is not None:
         results = results.cache()
-        merge_embeddings(tables, _embedding_rows(results, state), config.model_version,
-                         update_unchanged=state.manifest["mode"] == "backfill")
-        _update_caches(tables, results, config)
+        writes.append(functools.partial(merge_embeddings, tables, _embedding_rows(results, state),
+                                        config.model_version, update_unchanged=state.manifest["mode"] == "backfill"))
+        writes += _cache_writes(tables, results, config)
     errors = _error_rows(spark, state, results, config.model_version)
-    error_counts = []
     if errors is not None:
         errors = errors.cache()
-        replace_run_errors(tables, errors, state.run_id)
+        writes.append(functools.partial(replace_run_errors, tables, errors, state.run_id))
+    run_concurrently(writes)
+    error_counts = []
+    if errors is not None:
         error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect()
         errors.unpersist()
     _fill_counts(report, state, error_counts)
@@ -202,7 +206,27 @@ def _error_rows(spark, state: RunState, results, model_version: str):
     return functools.reduce(lambda a, b: a.unionByName(b), parts) if parts else None
 
 
-def _update_caches(tables: Tables, results, config: VlclipConfig) -> None:
+def run_concurrently(writes: List[Callable[[], None]]) -> None:
+    """Run independent table writes at once, then raise the first error, if any, once all have ended.
+
+    Each write is its own Delta commit on its own table (rerun-safe on its own), and most of a small
+    MERGE is driver-side latency (planning, reading the log, committing) that overlaps well.
+    """
+    if len(writes) <= 1:
+        for write in writes:
+            write()
+        return
+    with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="vlclip-commit") as pool:
+        futures = [pool.submit(write) for write in writes]
+    failures = [f.exception() for f in futures if f.exception() is not None]
+    for extra in failures[1:]:
+        log.error("another commit write failed too: %s", extra)
+    if failures:
+        raise failures[0]
+
+
+def _cache_writes(tables: Tables, results, config: VlclipConfig) -> List[Callable[[], None]]:
+    """The inserts of this run's fresh model outputs into the grounding and enrichment caches."""
     from pyspark.sql import functions as F
 
     now = F.current_timestamp()
@@ -213,14 +237,15 @@ def _update_caches(tables: Tables, results, config: VlclipConfig) -> None:
                          F.col(S.GROUNDING_SCORE).alias("score"), S.GROUNDED,
                          F.col(S.GROUNDING_REASON).alias("reason"), now.alias("created_at"))
                  .dropDuplicates(["image_uri", "image_sha", "prompt"]))
-    insert_new(tables, "grounding_cache", grounding, ("image_uri", "image_sha", "detector_id", "prompt"))
     reusable = ~F.coalesce(F.col(S.ENRICHMENT_REASON), F.lit("")).startswith("llm_error")
     enrichment = (results.where((F.col(S.ENRICHMENT_SOURCE) == S.SOURCE_MODEL) & F.col(S.ENRICHED_TEXT).isNotNull()
                                 & reusable)
                   .select(S.TEXT_HASH, S.ENRICHED_TEXT, F.col(S.ENRICHMENT_STATUS).alias("status"),
                           F.col(S.ENRICHMENT_REASON).alias("reason"), now.alias("created_at"))
                   .dropDuplicates([S.TEXT_HASH]))
-    insert_new(tables, "enrichment_cache", enrichment, (S.TEXT_HASH,))
+    return [functools.partial(insert_new, tables, "grounding_cache", grounding,
+                              ("image_uri", "image_sha", "detector_id", "prompt")),
+            functools.partial(insert_new, tables, "enrichment_cache", enrichment, (S.TEXT_HASH,))]
 
 
 def _fill_counts(report: RunReport, state: RunState, error_counts: list) -> None:
