@@ -79,15 +79,15 @@ def test_hashes_match_stored_values(spark, tmp_path):
     """Hashes already stored in users' tables must keep matching: a change to how the job computes them
     would silently re-embed every item (content hash) or miss the enrichment cache (text hash).
     The legacy content hash and the text hash are the first release's values."""
-    from vlclip_core.catalog import LEGACY_CONTENT_HASH, normalise, with_hashes
+    from vlclip_core.catalog import legacy_content_hash, normalise, with_hashes
 
     rows = [("a", "Red Shoe", "http://x/a.jpg", "soft", "running shoe",
              {"size": "9", "color": "red", "Brand": "ACME", "fit": None}),
             ("b", "Blue Bag", "http://x/b.jpg", None, None, None),
             ("c", 'Ünïcode "quoted"', "http://x/c.jpg", "line\nbreak", "lamp", {})]
     df = normalise(read_catalog(spark, CatalogConfig(path=write(spark, rows, tmp_path / "g"))))
-    got = {r.item_id: (r[LEGACY_CONTENT_HASH], r.text_hash, r.attributes_json, r.content_hash)
-           for r in with_hashes(df, "mv1", "llm1", legacy=True).collect()}
+    df = with_hashes(df.withColumn("legacy", legacy_content_hash("mv1")), "mv1", "llm1")
+    got = {r.item_id: (r.legacy, r.text_hash, r.attributes_json, r.content_hash) for r in df.collect()}
     assert got == {
         "a": ("eaae9fba8b347eca9335c01d275df4d1549743741f55aa21c3a34752e2361b88",
               "ecc67ffbbdef284dd40e08186398b9add3a573bfb3390b576b6f9caca4e2242a",

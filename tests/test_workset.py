@@ -1,6 +1,8 @@
 """Work-set selection (one classified plan) and the runs-row write, on real local Spark + Delta."""
 from __future__ import annotations
 
+import logging
+
 from test_catalog import ROWS, write
 
 from vlclip_core import schema as S
@@ -8,7 +10,7 @@ from vlclip_core.catalog import load_flagged, load_valid_and_invalid
 from vlclip_core.config import CatalogConfig, WarehouseConfig
 from vlclip_core.job import RunReport, record_run
 from vlclip_core.runs import create_run
-from vlclip_core.tables import Tables
+from vlclip_core.tables import HASH_SCHEME_PROPERTY, Tables
 from vlclip_core.workset import CLASS, classify
 
 MV, LLM = "mv1", "llm1"
@@ -24,8 +26,8 @@ def embeddings_rows(spark, pairs, model_version=MV):
     return df.select(*[cols.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in declared.fields])
 
 
-def classes(spark, catalog, tables, mode="incremental"):
-    df = classify(load_flagged(spark, CatalogConfig(path=catalog)), tables, mode, MV, LLM)
+def classes(spark, catalog, tables, mode="incremental", compare_legacy=False):
+    df = classify(load_flagged(spark, CatalogConfig(path=catalog), MV), tables, mode, MV, LLM, compare_legacy)
     return sorted((r[S.ITEM_ID] or "", r[CLASS]) for r in df.collect())
 
 
@@ -38,7 +40,7 @@ def test_each_catalog_row_gets_one_class(spark, tmp_path):
               load_valid_and_invalid(spark, CatalogConfig(path=catalog), MV, LLM)[0].collect()}
     # a: current; b: stored under another hash (changed); c: never embedded; "c" of another version
     # does not count; a duplicated stored row of "a" must not duplicate the work set.
-    pairs = [("a", hashes["a"]), ("a", hashes["a"]), ("b", "old-hash")]
+    pairs = [("a", hashes["a"]), ("a", hashes["a"]), ("b", "x1:" + "0" * 32)]
     embeddings_rows(spark, pairs).unionByName(embeddings_rows(spark, [("c", hashes["c"])], "mv0")) \
         .write.format("delta").mode("append").save(tables.location("embeddings"))
 
@@ -61,19 +63,42 @@ def test_a_fresh_run_appends_its_row_and_a_repeated_write_keeps_one(spark, tmp_p
     assert [(r.run_id, r.status) for r in tables.read("runs").collect()] == [("run-1", "succeeded")]
 
 
-def test_rows_stored_with_the_legacy_hash_stay_current(spark, tmp_path):
+def test_rows_stored_with_the_legacy_hash_stay_current(spark, tmp_path, caplog):
     """A table written by the first release (SHA-256 content hashes) must not be re-embedded by an
     upgrade; a changed item is still found, and a foreign hash of neither scheme counts as changed."""
-    from vlclip_core.catalog import LEGACY_CONTENT_HASH, normalise, read_catalog, with_hashes
+    from vlclip_core.catalog import legacy_content_hash, normalise, read_catalog
+    from vlclip_core.workset import stage_work
 
     catalog = write(spark, ROWS, tmp_path / "cat")
-    legacy = {r.item_id: r[LEGACY_CONTENT_HASH] for r in
-              with_hashes(normalise(read_catalog(spark, CatalogConfig(path=catalog))), MV, LLM, legacy=True).collect()}
+    legacy = {r.item_id: r.legacy for r in normalise(read_catalog(spark, CatalogConfig(path=catalog)))
+              .select(S.ITEM_ID, legacy_content_hash(MV).alias("legacy")).collect()}
     tables = Tables(spark, WarehouseConfig(path=str(tmp_path / "wh")))
     tables.ensure_all()
     pairs = [("a", legacy["a"]), ("b", legacy["b"]), ("c", legacy["c"][::-1])]
     embeddings_rows(spark, pairs).write.format("delta").mode("append").save(tables.location("embeddings"))
-    assert classes(spark, catalog, tables) == [("a", "current"), ("b", "current"), ("c", "selected")]
-
+    # the plain plan only labels them; the second plan compares them in their scheme
+    assert classes(spark, catalog, tables) == [("a", "legacy"), ("b", "legacy"), ("c", "legacy")]
+    assert classes(spark, catalog, tables, compare_legacy=True) == [("a", "current"), ("b", "current"),
+                                                                     ("c", "selected")]
     edited = write(spark, [ROWS[0][:3] + ("softer",) + ROWS[0][4:]] + ROWS[1:], tmp_path / "edited")
-    assert classes(spark, edited, tables) == [("a", "selected"), ("b", "current"), ("c", "selected")]
+    assert classes(spark, edited, tables, compare_legacy=True) == [("a", "selected"), ("b", "current"),
+                                                                    ("c", "selected")]
+
+    caplog.set_level(logging.INFO, logger="vlclip_core.workset")
+
+    def stage(run_id):
+        caplog.clear()
+        state = create_run(str(tmp_path / "staging"), run_id, "incremental", MV, "cfg")
+        counts = stage_work(spark, load_flagged(spark, CatalogConfig(path=edited), MV), tables, state, 10, "det",
+                            (MV, LLM))
+        assert (counts.items_seen, counts.items_selected, counts.items_invalid) == (3, 2, 0)
+        staged = spark.read.parquet(state.path("input")).select(S.ITEM_ID, S.CONTENT_HASH).collect()
+        assert sorted(r.item_id for r in staged) == ["a", "c"]
+        assert all(r.content_hash.startswith("x1:") for r in staged)  # written back under the current scheme
+        return "second pass" in caplog.text
+
+    # a table this release made, holding such rows anyway: the plain plan meets them, a second one compares
+    assert HASH_SCHEME_PROPERTY in tables.properties("embeddings") and stage("run-1")
+    # a table the first release made (no scheme property): compared in the one plan
+    spark.sql(f"ALTER TABLE {tables.ref('embeddings')} UNSET TBLPROPERTIES ('{HASH_SCHEME_PROPERTY}')")
+    assert HASH_SCHEME_PROPERTY not in tables.properties("embeddings") and not stage("run-2")

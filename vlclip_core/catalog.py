@@ -80,12 +80,12 @@ def flag_invalid(df):
             .withColumn(S.ERROR_MESSAGE, message).drop("_dups"))
 
 
-def split_flagged(flagged, model_version: str, llm_identity: str) -> Tuple[object, object]:
-    """(valid rows with hashes, invalid rows with their reasons) of a flag_invalid() frame."""
+def split_flagged(flagged, llm_identity: str) -> Tuple[object, object]:
+    """(valid rows with hashes, invalid rows with their reasons) of a load_flagged() frame."""
     from pyspark.sql import functions as F
 
     valid = flagged.where(F.col(S.ERROR_TYPE).isNull()).drop(S.ERROR_TYPE, S.ERROR_MESSAGE)
-    return with_hashes(valid, model_version, llm_identity), flagged.where(F.col(S.ERROR_TYPE).isNotNull())
+    return with_text_hashes(valid, llm_identity), flagged.where(F.col(S.ERROR_TYPE).isNotNull())
 
 
 # content_hash schemes. The current one, "x1:" + 32 hex digits, is two chained xxhash64 of every model
@@ -93,7 +93,6 @@ def split_flagged(flagged, model_version: str, llm_identity: str) -> Tuple[objec
 # nightly's main cost). A hash without the prefix is the first release's SHA-256 of the row's JSON:
 # workset.classify compares a stored row in the scheme it was written with, so upgrading re-embeds nothing.
 CONTENT_HASH_PREFIX = "x1:"
-LEGACY_CONTENT_HASH = "_legacy_content_hash"
 _FINGERPRINT_FIELDS = (S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.IMAGE_URI, S.ATTRIBUTES)
 
 
@@ -119,35 +118,54 @@ def content_fingerprint(model_version: str):
                     hex64(F.xxhash64(F.lit("vlclip-x1-second"), *parts)))
 
 
-def with_hashes(df, model_version: str, llm_identity: str, legacy: bool = False):
-    """Add attributes_json, content_hash (all model inputs + model_version) and text_hash (LLM inputs).
+def _attributes_json():
+    from pyspark.sql import functions as F
 
-    `legacy` also adds the first release's content hash (LEGACY_CONTENT_HASH) to compare stored rows
-    written with it; Spark computes it only where an expression asks for it (a CASE branch in classify).
+    # sort_array uses Spark's native ordering; array_sort's comparator is an interpreted lambda (~0.2 s
+    # per 100k rows slower). Same order (entries are never null, keys are unique), so the same JSON and
+    # hashes as the first release (pinned by tests/test_catalog.py::test_hashes_match_stored_values).
+    attrs = F.to_json(F.map_from_entries(F.sort_array(F.map_entries(S.ATTRIBUTES))))
+    return F.when(F.col(S.ATTRIBUTES).isNotNull(), attrs)
+
+
+def legacy_content_hash(model_version: str):
+    """The first release's content hash of the raw catalog columns: SHA-256 of the row's JSON.
+
+    Only for comparing rows stored with it: used as an expression where it is needed (a CASE branch
+    after the join in workset.classify), Spark computes it for those rows alone.
     """
     from pyspark.sql import functions as F
 
-    # sort_array uses Spark's native ordering; array_sort's comparator is an interpreted lambda and made
-    # the whole no-op run ~0.2 s/100k slower. Same order (entries are never null, keys are unique), so the
-    # same JSON and text hashes (pinned by tests/test_catalog.py::test_hashes_match_stored_values).
-    attrs = F.to_json(F.map_from_entries(F.sort_array(F.map_entries(S.ATTRIBUTES))))
-    df = df.withColumn(S.ATTRIBUTES_JSON, F.when(F.col(S.ATTRIBUTES).isNotNull(), attrs))
+    fields = F.to_json(F.struct(S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, _attributes_json().alias(S.ATTRIBUTES_JSON),
+                                S.IMAGE_URI))
+    return F.sha2(F.concat(fields, F.lit(model_version)), 256)
+
+
+def with_text_hashes(df, llm_identity: str):
+    """Add attributes_json and text_hash (the LLM inputs + LLM identity), drop the attributes map."""
+    from pyspark.sql import functions as F
+
+    df = df.withColumn(S.ATTRIBUTES_JSON, _attributes_json())
     text_fields = F.to_json(F.struct(S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON))
-    df = (df.withColumn(S.TEXT_HASH, F.sha2(F.concat(text_fields, F.lit(llm_identity)), 256))
-          .withColumn(S.CONTENT_HASH, content_fingerprint(model_version)))
-    if legacy:
-        all_fields = F.to_json(F.struct(S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON, S.IMAGE_URI))
-        df = df.withColumn(LEGACY_CONTENT_HASH, F.sha2(F.concat(all_fields, F.lit(model_version)), 256))
-    return df.drop(S.ATTRIBUTES)
+    return df.withColumn(S.TEXT_HASH, F.sha2(F.concat(text_fields, F.lit(llm_identity)), 256)).drop(S.ATTRIBUTES)
 
 
-def load_flagged(spark, cfg: CatalogConfig):
-    """Read, validate and normalise the catalog, with invalid rows flagged (see flag_invalid)."""
+def with_hashes(df, model_version: str, llm_identity: str):
+    """Add content_hash (all model inputs + model_version), attributes_json and text_hash (LLM inputs)."""
+    return with_text_hashes(df.withColumn(S.CONTENT_HASH, content_fingerprint(model_version)), llm_identity)
+
+
+def load_flagged(spark, cfg: CatalogConfig, model_version: str):
+    """Read, validate and normalise the catalog, add its content_hash, flag invalid rows (flag_invalid).
+
+    The hash is added before the duplicate-id window, so a plan that needs only the hash (the no-op
+    nightly's counting action) shuffles item_id, image_uri and the hash, not whole rows.
+    """
     df = read_catalog(spark, cfg)
     validate_schema(df)
-    return flag_invalid(normalise(df))
+    return flag_invalid(normalise(df).withColumn(S.CONTENT_HASH, content_fingerprint(model_version)))
 
 
 def load_valid_and_invalid(spark, cfg: CatalogConfig, model_version: str, llm_identity: str):
     """Read, validate, normalise, split and hash the catalog: the Spark half of the work-set decision."""
-    return split_flagged(load_flagged(spark, cfg), model_version, llm_identity)
+    return split_flagged(load_flagged(spark, cfg, model_version), llm_identity)

@@ -136,7 +136,7 @@ def _timed(report: RunReport, phase: str, fn):
 
 
 def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None:
-    flagged = load_flagged(spark, config.catalog)
+    flagged = load_flagged(spark, config.catalog, config.model_version)
     counts = stage_work(spark, flagged, tables, state, config.job.shard_size, detector_identity(config),
                         (config.model_version, llm_identity(config)))
     log.info("catalog: %d item(s) seen, %d invalid, %d selected (%s mode) in %d shard(s)", counts.items_seen,

@@ -10,10 +10,15 @@ from vlclip_core.config import WarehouseConfig
 
 log = logging.getLogger(__name__)
 
+# Set on embeddings tables this release creates: every row is written with the x1 content hash, so
+# the selection needs no first-release (SHA-256) comparison unless it meets such rows (workset.stage_work).
+HASH_SCHEME_PROPERTY = "vlclip.contentHashScheme"
+
 # Narrow embeddings table: partitioned by model_version so a MERGE prunes to one recipe, deletion
 # vectors so an update marks rows instead of rewriting whole files, and item_id statistics first.
 TABLE_PROPERTIES = {
-    "embeddings": {"delta.enableDeletionVectors": "true", "delta.dataSkippingNumIndexedCols": "2"},
+    "embeddings": {"delta.enableDeletionVectors": "true", "delta.dataSkippingNumIndexedCols": "2",
+                   HASH_SCHEME_PROPERTY: "x1"},
     "grounding_cache": {"delta.enableDeletionVectors": "true"},
     "enrichment_cache": {"delta.enableDeletionVectors": "true"},
 }
@@ -62,6 +67,10 @@ class Tables:
             columns = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in missing)
             log.info("adding column(s) %s to %s", columns, self.ref(table))
             self.spark.sql(f"ALTER TABLE {self.ref(table)} ADD COLUMNS ({columns})")
+
+    def properties(self, table: str) -> Dict[str, str]:
+        """The table's Delta properties (DESCRIBE DETAIL: read from the log, no Spark job)."""
+        return dict(self.delta(table).detail().select("properties").first()[0] or {})
 
     def ensure(self, table: str) -> None:
         from delta.tables import DeltaTable

@@ -8,9 +8,9 @@ from typing import Dict, Tuple
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import CONTENT_HASH_PREFIX, LEGACY_CONTENT_HASH, with_hashes
+from vlclip_core.catalog import CONTENT_HASH_PREFIX, legacy_content_hash, with_text_hashes
 from vlclip_core.runs import RunState
-from vlclip_core.tables import Tables
+from vlclip_core.tables import HASH_SCHEME_PROPERTY, Tables
 
 log = logging.getLogger(__name__)
 
@@ -26,35 +26,43 @@ class StagedCounts:
 # Every catalog row gets one class in the selection plan, so one Spark action counts them all.
 CLASS = "_class"
 INVALID, SELECTED, CURRENT = "invalid", "selected", "current"
+# Stored with the first release's content hash (SHA-256 of the row's JSON): compared in that scheme by a
+# second plan, only when there are such rows (classify(compare_legacy=True)).
+LEGACY = "legacy"
 CURRENT_HASH = "_current_hash"
 
 
-def classify(flagged, tables: Tables, mode: str, model_version: str, llm_identity: str):
-    """The flagged catalog with hashes and a `_class` column: invalid, selected (to embed) or current.
+def classify(flagged, tables: Tables, mode: str, model_version: str, llm_identity: str,
+             compare_legacy: bool = False):
+    """A load_flagged() catalog with text hashes and a `_class` column: invalid, selected (to embed),
+    current, or (unless compare_legacy) legacy.
 
     Incremental selects items whose (item_id, model_version) is missing or whose content hash changed;
     backfill selects every valid item. The embeddings side is joined on item_id alone, so the join
-    shares the shuffle of the duplicate-id window (one exchange of the catalog, not two).
+    shares the shuffle of the duplicate-id window (one exchange of the catalog, not two). A stored hash
+    of the first release's scheme is compared with that scheme only under compare_legacy: the
+    expression needs the whole row after the join, which the plain plan does not shuffle.
     """
     from pyspark.sql import functions as F
 
+    df = flagged
     if mode == "backfill":
-        df = with_hashes(flagged, model_version, llm_identity)
-        selected = F.lit(True)
+        stored = F.lit(None).cast("string")
+        selected, legacy = F.lit(True), F.lit(False)
     else:
-        df = with_hashes(flagged, model_version, llm_identity, legacy=True)
         # max(): at most one row per item even if the table was written with duplicates outside vlclip
         current = (tables.read("embeddings").where(F.col(S.MODEL_VERSION) == model_version)
                    .groupBy(S.ITEM_ID).agg(F.max(S.CONTENT_HASH).alias(CURRENT_HASH)))
         df = df.join(current, S.ITEM_ID, "left")
         stored = F.col(CURRENT_HASH)
-        # a row stored by the first release holds its SHA-256 scheme: compared with that (computed only
-        # for such rows), it stays current, and the work set writes it back under the current scheme.
-        unchanged = (F.when(stored.startswith(CONTENT_HASH_PREFIX), stored == F.col(S.CONTENT_HASH))
-                     .otherwise(stored == F.col(LEGACY_CONTENT_HASH)))
-        selected = stored.isNull() | ~unchanged
-    cls = F.when(F.col(S.ERROR_TYPE).isNotNull(), F.lit(INVALID)).when(selected, F.lit(SELECTED)).otherwise(F.lit(CURRENT))
-    return df.withColumn(CLASS, cls)
+        legacy = stored.isNotNull() & ~stored.startswith(CONTENT_HASH_PREFIX)
+        selected = stored.isNull() | (~legacy & (stored != F.col(S.CONTENT_HASH)))
+        if compare_legacy:
+            selected = selected | (legacy & (stored != legacy_content_hash(model_version)))
+            legacy = F.lit(False)
+    cls = (F.when(F.col(S.ERROR_TYPE).isNotNull(), F.lit(INVALID)).when(selected, F.lit(SELECTED))
+           .when(legacy, F.lit(LEGACY)).otherwise(F.lit(CURRENT)))
+    return with_text_hashes(df.withColumn(CLASS, cls), llm_identity)
 
 
 def join_caches(work, tables: Tables, detector_id: str):
@@ -96,8 +104,17 @@ def stage_work(spark, flagged, tables: Tables, state: RunState, shard_size: int,
     """
     from pyspark.sql import functions as F
 
-    classified = classify(flagged, tables, state.manifest["mode"], *hashes)
-    counts = {r[CLASS]: int(r["count"]) for r in classified.groupBy(CLASS).count().collect()}
+    mode = state.manifest["mode"]
+    # A table made by the first release holds SHA-256 hashes: compare them in the one plan. Otherwise
+    # the plain plan, and a second one only if it meets such rows anyway (copied in from elsewhere).
+    first_release_table = mode != "backfill" and HASH_SCHEME_PROPERTY not in tables.properties("embeddings")
+    classified = classify(flagged, tables, mode, *hashes, compare_legacy=first_release_table)
+    counts = _count_classes(classified)
+    if counts.get(LEGACY):
+        log.info("%d stored item(s) hold the first release's content hash: comparing them in that scheme "
+                 "(a second pass over the catalog)", counts[LEGACY])
+        classified = classify(flagged, tables, mode, *hashes, compare_legacy=True)
+        counts = _count_classes(classified)
     shard_rows = _write_work(spark, classified.where(F.col(CLASS) == SELECTED), tables, state,
                              counts.get(SELECTED, 0), shard_size, detector_id)
     n_selected = sum(shard_rows.values())
@@ -109,6 +126,10 @@ def stage_work(spark, flagged, tables: Tables, state: RunState, shard_size: int,
     state.save(shards={str(k): v for k, v in shard_rows.items()}, items_seen=staged.items_seen,
                items_invalid=staged.items_invalid, items_selected=staged.items_selected)
     return staged
+
+
+def _count_classes(classified) -> Dict[str, int]:
+    return {r[CLASS]: int(r["count"]) for r in classified.groupBy(CLASS).count().collect()}
 
 
 def _write_invalid(spark, invalid, state: RunState, n_counted: int) -> int:
