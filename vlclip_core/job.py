@@ -5,8 +5,8 @@ import dataclasses
 import functools
 import logging
 import time
-from dataclasses import dataclass, field
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
 from vlclip_core import schema as S

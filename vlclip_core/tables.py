@@ -69,7 +69,7 @@ class Tables:
             self.spark.sql(f"ALTER TABLE {self.ref(table)} ADD COLUMNS ({columns})")
 
     def properties(self, table: str) -> Dict[str, str]:
-        """The table's Delta properties (DESCRIBE DETAIL: read from the log, no Spark job)."""
+        """The table's Delta properties (DESCRIBE DETAIL: from the log's metadata, not the data)."""
         return dict(self.delta(table).detail().select("properties").first()[0] or {})
 
     def ensure(self, table: str) -> None:

@@ -47,7 +47,6 @@ def classify(flagged, tables: Tables, mode: str, model_version: str, llm_identit
 
     df = flagged
     if mode == "backfill":
-        stored = F.lit(None).cast("string")
         selected, legacy = F.lit(True), F.lit(False)
     else:
         # max(): at most one row per item even if the table was written with duplicates outside vlclip
