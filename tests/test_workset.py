@@ -10,7 +10,7 @@ from vlclip_core.catalog import load_flagged, load_valid_and_invalid
 from vlclip_core.config import CatalogConfig, WarehouseConfig
 from vlclip_core.job import RunReport, record_run
 from vlclip_core.runs import create_run
-from vlclip_core.tables import HASH_SCHEME_PROPERTY, Tables
+from vlclip_core.tables import HASH_SCHEME_PROPERTY, Tables, table_schema
 from vlclip_core.workset import CLASS, classify
 
 MV, LLM = "mv1", "llm1"
@@ -21,7 +21,7 @@ def embeddings_rows(spark, pairs, model_version=MV):
     from pyspark.sql import functions as F
 
     df = spark.createDataFrame(pairs, "item_id string, content_hash string")
-    declared = spark.createDataFrame([], S.TABLES["embeddings"]).schema
+    declared = table_schema(spark, "embeddings")
     cols = {S.ITEM_ID: F.col(S.ITEM_ID), S.CONTENT_HASH: F.col(S.CONTENT_HASH), S.MODEL_VERSION: F.lit(model_version)}
     return df.select(*[cols.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in declared.fields])
 
