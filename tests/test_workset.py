@@ -6,7 +6,7 @@ import logging
 from test_catalog import ROWS, write
 
 from vlclip_core import schema as S
-from vlclip_core.catalog import load_flagged, load_valid_and_invalid
+from vlclip_core.catalog import load_hashed, load_valid_and_invalid
 from vlclip_core.config import CatalogConfig, WarehouseConfig
 from vlclip_core.job import RunReport, record_run
 from vlclip_core.runs import create_run
@@ -27,7 +27,7 @@ def embeddings_rows(spark, pairs, model_version=MV):
 
 
 def classes(spark, catalog, tables, mode="incremental", compare_legacy=False):
-    df = classify(load_flagged(spark, CatalogConfig(path=catalog), MV), tables, mode, MV, LLM, compare_legacy)
+    df = classify(load_hashed(spark, CatalogConfig(path=catalog), MV), tables, mode, MV, compare_legacy)
     return sorted((r[S.ITEM_ID] or "", r[CLASS]) for r in df.collect())
 
 
@@ -89,7 +89,7 @@ def test_rows_stored_with_the_legacy_hash_stay_current(spark, tmp_path, caplog):
     def stage(run_id):
         caplog.clear()
         state = create_run(str(tmp_path / "staging"), run_id, "incremental", MV, "cfg")
-        counts = stage_work(spark, load_flagged(spark, CatalogConfig(path=edited), MV), tables, state, 10, "det",
+        counts = stage_work(spark, load_hashed(spark, CatalogConfig(path=edited), MV), tables, state, 10, "det",
                             (MV, LLM))
         assert (counts.items_seen, counts.items_selected, counts.items_invalid) == (3, 2, 0)
         staged = spark.read.parquet(state.path("input")).select(S.ITEM_ID, S.CONTENT_HASH).collect()

@@ -59,16 +59,19 @@ def normalise(df):
     return df.select(*S.REQUIRED_CATALOG_COLUMNS, *S.OPTIONAL_CATALOG_COLUMNS)
 
 
-def flag_invalid(df):
+def flag_invalid(df, dups=None):
     """Add `error_type` (null for a valid row) and `error_message` to the normalised catalog.
 
     Rule for duplicates: every row of a duplicated item_id is rejected (no silent winner), so the
     catalog owner sees the conflict; the id's earlier embedding, if any, is kept untouched.
+    `dups` counts the catalog rows of the row's item_id: by default a window over `df`; a caller whose
+    plan already partitions by item_id (workset.classify) passes its own.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    dup_count = F.count(F.lit(1)).over(Window.partitionBy(S.ITEM_ID))
+    if dups is None:
+        dups = F.count(F.lit(1)).over(Window.partitionBy(S.ITEM_ID))
     reason = (F.when(F.col(S.ITEM_ID).isNull() | (F.trim(S.ITEM_ID) == ""), F.lit("null_item_id"))
               .when(F.col("_dups") > 1, F.lit("duplicate_item_id"))
               .when(F.col(S.IMAGE_URI).isNull() | (F.trim(S.IMAGE_URI) == ""), F.lit("missing_image_uri")))
@@ -76,7 +79,7 @@ def flag_invalid(df):
                       F.concat(F.lit("item_id appears "), F.col("_dups").cast("string"), F.lit(" times")))
                .when(F.col(S.ERROR_TYPE) == "null_item_id", F.lit("item_id is null or blank"))
                .when(F.col(S.ERROR_TYPE).isNotNull(), F.lit("image_uri is null or blank")))
-    return (df.withColumn("_dups", dup_count).withColumn(S.ERROR_TYPE, reason)
+    return (df.withColumn("_dups", dups).withColumn(S.ERROR_TYPE, reason)
             .withColumn(S.ERROR_MESSAGE, message).drop("_dups"))
 
 
@@ -96,26 +99,32 @@ CONTENT_HASH_PREFIX = "x1:"
 _FINGERPRINT_FIELDS = (S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.IMAGE_URI, S.ATTRIBUTES)
 
 
-def content_fingerprint(model_version: str):
-    """The x1 content hash of the raw catalog columns (attributes still a map).
+_ENTRIES = "_attribute_entries"
+
+
+def with_content_hash(df, model_version: str):
+    """Add the x1 content hash of the raw catalog columns (attributes still a map).
 
     Spark's hash skips nulls, so the inputs are made unambiguous first: a bit mask of which fields are
     null, and the attribute values joined with a null marker (which key holds a null value). Map order
-    does not matter: entries are sorted by key. 128 bits: the second hash starts from another seed.
+    does not matter: entries are sorted by key, in a projection of their own so the sort runs once per
+    row, not once per use. 128 bits: the second hash starts from another seed.
     """
     from pyspark.sql import functions as F
 
     null_mask = sum((F.col(c).isNull().cast("int") * (1 << i) for i, c in enumerate(_FINGERPRINT_FIELDS)),
                     F.lit(0))
-    entries = F.sort_array(F.map_entries(S.ATTRIBUTES))
+    entries = F.col(_ENTRIES)
     values = F.array_join(entries.getField("value"), "\u0000", "\u0001")
     parts = [S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.IMAGE_URI, entries, values, null_mask, F.lit(model_version)]
 
     def hex64(h):
         return F.lpad(F.hex(h), 16, "0")
 
-    return F.concat(F.lit(CONTENT_HASH_PREFIX), hex64(F.xxhash64(*parts)),
-                    hex64(F.xxhash64(F.lit("vlclip-x1-second"), *parts)))
+    fingerprint = F.concat(F.lit(CONTENT_HASH_PREFIX), hex64(F.xxhash64(*parts)),
+                           hex64(F.xxhash64(F.lit("vlclip-x1-second"), *parts)))
+    return (df.withColumn(_ENTRIES, F.sort_array(F.map_entries(S.ATTRIBUTES)))
+            .withColumn(S.CONTENT_HASH, fingerprint).drop(_ENTRIES))
 
 
 def _attributes_json():
@@ -152,18 +161,23 @@ def with_text_hashes(df, llm_identity: str):
 
 def with_hashes(df, model_version: str, llm_identity: str):
     """Add content_hash (all model inputs + model_version), attributes_json and text_hash (LLM inputs)."""
-    return with_text_hashes(df.withColumn(S.CONTENT_HASH, content_fingerprint(model_version)), llm_identity)
+    return with_text_hashes(with_content_hash(df, model_version), llm_identity)
+
+
+def load_hashed(spark, cfg: CatalogConfig, model_version: str):
+    """Read, validate and normalise the catalog and add its content_hash (rows not yet flagged)."""
+    df = read_catalog(spark, cfg)
+    validate_schema(df)
+    return with_content_hash(normalise(df), model_version)
 
 
 def load_flagged(spark, cfg: CatalogConfig, model_version: str):
-    """Read, validate and normalise the catalog, add its content_hash, flag invalid rows (flag_invalid).
+    """load_hashed(), invalid rows flagged (flag_invalid).
 
-    The hash is added before the duplicate-id window, so a plan that needs only the hash (the no-op
-    nightly's counting action) shuffles item_id, image_uri and the hash, not whole rows.
+    The hash is added before the duplicate-id window, so a plan that needs only the hash shuffles
+    item_id, image_uri and the hash, not whole rows.
     """
-    df = read_catalog(spark, cfg)
-    validate_schema(df)
-    return flag_invalid(normalise(df).withColumn(S.CONTENT_HASH, content_fingerprint(model_version)))
+    return flag_invalid(load_hashed(spark, cfg, model_version))
 
 
 def load_valid_and_invalid(spark, cfg: CatalogConfig, model_version: str, llm_identity: str):

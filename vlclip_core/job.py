@@ -11,7 +11,7 @@ from typing import Callable, Dict, List, Optional
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import load_flagged, load_valid_and_invalid
+from vlclip_core.catalog import load_hashed, load_valid_and_invalid
 from vlclip_core.config import ConfigError, VlclipConfig, _digest
 from vlclip_core.pipeline import PipelineResult, run_pipeline
 from vlclip_core.runs import (COMMITTED, PROCESSED, STAGED, STAGING, RunLock, RunState, create_run,
@@ -136,8 +136,8 @@ def _timed(report: RunReport, phase: str, fn):
 
 
 def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None:
-    flagged = load_flagged(spark, config.catalog, config.model_version)
-    counts = stage_work(spark, flagged, tables, state, config.job.shard_size, detector_identity(config),
+    hashed = load_hashed(spark, config.catalog, config.model_version)
+    counts = stage_work(spark, hashed, tables, state, config.job.shard_size, detector_identity(config),
                         (config.model_version, llm_identity(config)))
     log.info("catalog: %d item(s) seen, %d invalid, %d selected (%s mode) in %d shard(s)", counts.items_seen,
              counts.items_invalid, counts.items_selected, state.manifest["mode"], counts.shards)

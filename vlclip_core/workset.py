@@ -8,7 +8,7 @@ from typing import Dict, Tuple
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import CONTENT_HASH_PREFIX, legacy_content_hash, with_text_hashes
+from vlclip_core.catalog import CONTENT_HASH_PREFIX, flag_invalid, legacy_content_hash, with_text_hashes
 from vlclip_core.runs import RunState
 from vlclip_core.tables import HASH_SCHEME_PROPERTY, Tables
 
@@ -30,29 +30,37 @@ INVALID, SELECTED, CURRENT = "invalid", "selected", "current"
 # second plan, only when there are such rows (classify(compare_legacy=True)).
 LEGACY = "legacy"
 CURRENT_HASH = "_current_hash"
+FROM_CATALOG, STORED_HASH, DUPS = "_from_catalog", "_stored_hash", "_catalog_rows"
 
 
-def classify(flagged, tables: Tables, mode: str, model_version: str, llm_identity: str,
-             compare_legacy: bool = False):
-    """A load_flagged() catalog with text hashes and a `_class` column: invalid, selected (to embed),
-    current, or (unless compare_legacy) legacy.
+def classify(hashed, tables: Tables, mode: str, model_version: str, compare_legacy: bool = False):
+    """A load_hashed() catalog, flagged, with a `_class` column: invalid, selected (to embed), current,
+    or (unless compare_legacy) legacy.
 
     Incremental selects items whose (item_id, model_version) is missing or whose content hash changed;
-    backfill selects every valid item. The embeddings side is joined on item_id alone, so the join
-    shares the shuffle of the duplicate-id window (one exchange of the catalog, not two). A stored hash
-    of the first release's scheme is compared with that scheme only under compare_legacy: the
-    expression needs the whole row after the join, which the plain plan does not shuffle.
+    backfill selects every valid item. Incremental puts the catalog and the stored (item_id, hash) rows
+    of the version in one union partitioned by item_id: one window over it counts the catalog's rows of
+    each id (the duplicate check) and finds the stored hash, so the plan has one exchange and one sort
+    (a join would shuffle and sort each side, and aggregate the stored side to one row per id). A stored
+    hash of the first release's scheme is compared with that scheme only under compare_legacy: the
+    expression needs the whole row, which the plain plan does not shuffle.
     """
+    from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    df = flagged
     if mode == "backfill":
+        df = flag_invalid(hashed)
         selected, legacy = F.lit(True), F.lit(False)
     else:
-        # max(): at most one row per item even if the table was written with duplicates outside vlclip
-        current = (tables.read("embeddings").where(F.col(S.MODEL_VERSION) == model_version)
-                   .groupBy(S.ITEM_ID).agg(F.max(S.CONTENT_HASH).alias(CURRENT_HASH)))
-        df = df.join(current, S.ITEM_ID, "left")
+        stored = (tables.read("embeddings").where(F.col(S.MODEL_VERSION) == model_version)
+                  .select(S.ITEM_ID, F.col(S.CONTENT_HASH).alias(STORED_HASH), F.lit(False).alias(FROM_CATALOG)))
+        both = hashed.withColumn(FROM_CATALOG, F.lit(True)).unionByName(stored, allowMissingColumns=True)
+        by_id = Window.partitionBy(S.ITEM_ID)
+        # max(): one stored hash per item even if the table was written with duplicates outside vlclip
+        both = both.select("*", F.max(STORED_HASH).over(by_id).alias(CURRENT_HASH),
+                           F.count(F.when(F.col(FROM_CATALOG), 1)).over(by_id).alias(DUPS))
+        df = (flag_invalid(both.where(F.col(FROM_CATALOG)), F.col(DUPS))
+              .drop(FROM_CATALOG, STORED_HASH, DUPS))
         stored = F.col(CURRENT_HASH)
         legacy = stored.isNotNull() & ~stored.startswith(CONTENT_HASH_PREFIX)
         selected = stored.isNull() | (~legacy & (stored != F.col(S.CONTENT_HASH)))
@@ -61,7 +69,7 @@ def classify(flagged, tables: Tables, mode: str, model_version: str, llm_identit
             legacy = F.lit(False)
     cls = (F.when(F.col(S.ERROR_TYPE).isNotNull(), F.lit(INVALID)).when(selected, F.lit(SELECTED))
            .when(legacy, F.lit(LEGACY)).otherwise(F.lit(CURRENT)))
-    return with_text_hashes(df.withColumn(CLASS, cls), llm_identity)
+    return df.withColumn(CLASS, cls)
 
 
 def join_caches(work, tables: Tables, detector_id: str):
@@ -92,7 +100,7 @@ def assign_shards(work, n_items: int, shard_size: int):
     return work.withColumn(S.SHARD_ID, F.pmod(F.xxhash64(S.ITEM_ID), F.lit(n_shards)).cast("int")), n_shards
 
 
-def stage_work(spark, flagged, tables: Tables, state: RunState, shard_size: int, detector_id: str,
+def stage_work(spark, hashed, tables: Tables, state: RunState, shard_size: int, detector_id: str,
                hashes: Tuple[str, str]) -> StagedCounts:
     """Write the work set and the invalid catalog rows under the run directory; record shard sizes.
 
@@ -104,18 +112,19 @@ def stage_work(spark, flagged, tables: Tables, state: RunState, shard_size: int,
     from pyspark.sql import functions as F
 
     mode = state.manifest["mode"]
+    model_version, llm_identity = hashes
     # A table made by the first release holds SHA-256 hashes: compare them in the one plan. Otherwise
     # the plain plan, and a second one only if it meets such rows anyway (copied in from elsewhere).
     first_release_table = mode != "backfill" and HASH_SCHEME_PROPERTY not in tables.properties("embeddings")
-    classified = classify(flagged, tables, mode, *hashes, compare_legacy=first_release_table)
+    classified = classify(hashed, tables, mode, model_version, compare_legacy=first_release_table)
     counts = _count_classes(classified)
     if counts.get(LEGACY):
         log.info("%d stored item(s) hold the first release's content hash: comparing them in that scheme "
                  "(a second pass over the catalog)", counts[LEGACY])
-        classified = classify(flagged, tables, mode, *hashes, compare_legacy=True)
+        classified = classify(hashed, tables, mode, model_version, compare_legacy=True)
         counts = _count_classes(classified)
     shard_rows = _write_work(spark, classified.where(F.col(CLASS) == SELECTED), tables, state,
-                             counts.get(SELECTED, 0), shard_size, detector_id)
+                             counts.get(SELECTED, 0), shard_size, (detector_id, llm_identity))
     n_selected = sum(shard_rows.values())
     n_invalid = _write_invalid(spark, classified.where(F.col(CLASS) == INVALID), state, counts.get(INVALID, 0))
     if (n_selected, n_invalid) != (counts.get(SELECTED, 0), counts.get(INVALID, 0)):
@@ -140,10 +149,13 @@ def _write_invalid(spark, invalid, state: RunState, n_counted: int) -> int:
 
 
 def _write_work(spark, work, tables: Tables, state: RunState, n_selected: int, shard_size: int,
-                detector_id: str) -> Dict[int, int]:
+                identities: Tuple[str, str]) -> Dict[int, int]:
+    """Write the selected rows, text-hashed and joined with the caches, as shards; (detector, LLM) identities."""
     if not n_selected:
         return {}
-    work, n_shards = assign_shards(join_caches(work, tables, detector_id), n_selected, shard_size)
+    detector_id, llm_identity = identities
+    work = join_caches(with_text_hashes(work, llm_identity), tables, detector_id)
+    work, n_shards = assign_shards(work, n_selected, shard_size)
     (work.select(*S.WORK_COLUMNS).repartition(n_shards, S.SHARD_ID)
      .write.mode("overwrite").partitionBy(S.SHARD_ID).parquet(storage.spark_path(state.path("input"))))
     rows = spark.read.parquet(storage.spark_path(state.path("input"))).groupBy(S.SHARD_ID).count().collect()
