@@ -14,7 +14,11 @@ DELTA_SQL_CONF = {
     "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
 }
 
+# Local sessions only (under spark-submit the session is the user's; see README). PySpark 4 records the
+# Python call site of every Column and DataFrame call for error messages, at ~5 JVM round trips a call:
+# a few hundred ms of a no-op run's driver time.
 LOCAL_DEFAULTS = {
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
     "spark.ui.enabled": "false",
     "spark.sql.shuffle.partitions": "4",
     "spark.driver.memory": "2g",
