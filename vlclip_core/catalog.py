@@ -73,14 +73,14 @@ def flag_invalid(df, dups=None):
     if dups is None:
         dups = F.count(F.lit(1)).over(Window.partitionBy(S.ITEM_ID))
     reason = (F.when(F.col(S.ITEM_ID).isNull() | (F.trim(S.ITEM_ID) == ""), F.lit("null_item_id"))
-              .when(F.col("_dups") > 1, F.lit("duplicate_item_id"))
+              .when(dups > 1, F.lit("duplicate_item_id"))
               .when(F.col(S.IMAGE_URI).isNull() | (F.trim(S.IMAGE_URI) == ""), F.lit("missing_image_uri")))
-    message = (F.when(F.col(S.ERROR_TYPE) == "duplicate_item_id",
-                      F.concat(F.lit("item_id appears "), F.col("_dups").cast("string"), F.lit(" times")))
-               .when(F.col(S.ERROR_TYPE) == "null_item_id", F.lit("item_id is null or blank"))
-               .when(F.col(S.ERROR_TYPE).isNotNull(), F.lit("image_uri is null or blank")))
-    return (df.withColumn("_dups", dups).withColumn(S.ERROR_TYPE, reason)
-            .withColumn(S.ERROR_MESSAGE, message).drop("_dups"))
+    message = (F.when(reason == "duplicate_item_id",
+                      F.concat(F.lit("item_id appears "), dups.cast("string"), F.lit(" times")))
+               .when(reason == "null_item_id", F.lit("item_id is null or blank"))
+               .when(reason.isNotNull(), F.lit("image_uri is null or blank")))
+    # one projection (each DataFrame call is a JVM round trip and a new analysis of the whole plan)
+    return df.withColumns({S.ERROR_TYPE: reason, S.ERROR_MESSAGE: message})
 
 
 def split_flagged(flagged, llm_identity: str) -> Tuple[object, object]:

@@ -69,8 +69,9 @@ class Tables:
             self.spark.sql(f"ALTER TABLE {self.ref(table)} ADD COLUMNS ({columns})")
 
     def properties(self, table: str) -> Dict[str, str]:
-        """The table's Delta properties (DESCRIBE DETAIL: from the log's metadata, not the data)."""
-        return dict(self.delta(table).detail().select("properties").first()[0] or {})
+        """The table's properties, Delta protocol features included (SHOW TBLPROPERTIES: from the log's
+        metadata, no Spark job; DESCRIBE DETAIL runs one and took ~2x as long)."""
+        return {r[0]: r[1] for r in self.spark.sql(f"SHOW TBLPROPERTIES {self.ref(table)}").collect()}
 
     def ensure(self, table: str) -> None:
         from delta.tables import DeltaTable

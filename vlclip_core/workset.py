@@ -57,10 +57,9 @@ def classify(hashed, tables: Tables, mode: str, model_version: str, compare_lega
         both = hashed.withColumn(FROM_CATALOG, F.lit(True)).unionByName(stored, allowMissingColumns=True)
         by_id = Window.partitionBy(S.ITEM_ID)
         # max(): one stored hash per item even if the table was written with duplicates outside vlclip
-        both = both.select("*", F.max(STORED_HASH).over(by_id).alias(CURRENT_HASH),
-                           F.count(F.when(F.col(FROM_CATALOG), 1)).over(by_id).alias(DUPS))
-        df = (flag_invalid(both.where(F.col(FROM_CATALOG)), F.col(DUPS))
-              .drop(FROM_CATALOG, STORED_HASH, DUPS))
+        both = both.select(*hashed.columns, F.max(STORED_HASH).over(by_id).alias(CURRENT_HASH),
+                           F.count(F.when(F.col(FROM_CATALOG), 1)).over(by_id).alias(DUPS), FROM_CATALOG)
+        df = flag_invalid(both.where(F.col(FROM_CATALOG)), F.col(DUPS))
         stored = F.col(CURRENT_HASH)
         legacy = stored.isNotNull() & ~stored.startswith(CONTENT_HASH_PREFIX)
         selected = stored.isNull() | (~legacy & (stored != F.col(S.CONTENT_HASH)))
@@ -69,7 +68,7 @@ def classify(hashed, tables: Tables, mode: str, model_version: str, compare_lega
             legacy = F.lit(False)
     cls = (F.when(F.col(S.ERROR_TYPE).isNotNull(), F.lit(INVALID)).when(selected, F.lit(SELECTED))
            .when(legacy, F.lit(LEGACY)).otherwise(F.lit(CURRENT)))
-    return df.withColumn(CLASS, cls)
+    return df.withColumn(CLASS, cls).drop(FROM_CATALOG, DUPS)
 
 
 def join_caches(work, tables: Tables, detector_id: str):
