@@ -39,8 +39,9 @@ def test_each_catalog_row_gets_one_class(spark, tmp_path):
     hashes = {r.item_id: r.content_hash for r in
               load_valid_and_invalid(spark, CatalogConfig(path=catalog), MV, LLM)[0].collect()}
     # a: current; b: stored under another hash (changed); c: never embedded; "c" of another version
-    # does not count; a duplicated stored row of "a" must not duplicate the work set.
-    pairs = [("a", hashes["a"]), ("a", hashes["a"]), ("b", "x1:" + "0" * 32)]
+    # does not count; a duplicated stored row of "a" must not duplicate the work set; "z", stored but no
+    # longer in the catalog, must not become a row of it.
+    pairs = [("a", hashes["a"]), ("a", hashes["a"]), ("b", "x1:" + "0" * 32), ("z", "x1:" + "1" * 32)]
     embeddings_rows(spark, pairs).unionByName(embeddings_rows(spark, [("c", hashes["c"])], "mv0")) \
         .write.format("delta").mode("append").save(tables.location("embeddings"))
 
