@@ -97,8 +97,6 @@ def split_flagged(flagged, llm_identity: str) -> Tuple[object, object]:
 # workset.classify compares a stored row in the scheme it was written with, so upgrading re-embeds nothing.
 CONTENT_HASH_PREFIX = "x1:"
 _FINGERPRINT_FIELDS = (S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.IMAGE_URI, S.ATTRIBUTES)
-
-
 _ENTRIES = "_attribute_entries"
 
 
@@ -141,7 +139,7 @@ def legacy_content_hash(model_version: str):
     """The first release's content hash of the raw catalog columns: SHA-256 of the row's JSON.
 
     Only for comparing rows stored with it: used as an expression where it is needed (a CASE branch
-    after the join in workset.classify), Spark computes it for those rows alone.
+    after the item_id window in workset.classify), Spark computes it for those rows alone.
     """
     from pyspark.sql import functions as F
 
