@@ -64,6 +64,32 @@ def test_a_fresh_run_appends_its_row_and_a_repeated_write_keeps_one(spark, tmp_p
     assert [(r.run_id, r.status) for r in tables.read("runs").collect()] == [("run-1", "succeeded")]
 
 
+def test_the_runs_row_keeps_every_value(spark, tmp_path):
+    """The row is built from typed literals: timestamps (UTC-aware), maps (empty too), nulls and
+    counts must read back exactly as the report held them."""
+    import datetime as dt
+
+    tables = Tables(spark, WarehouseConfig(path=str(tmp_path / "wh")))
+    tables.ensure_all()
+    started = dt.datetime(2026, 3, 29, 0, 30, 5, tzinfo=dt.timezone.utc)  # a DST change in Europe
+    report = RunReport(run_id="run-7", mode="backfill", model_version=MV, config_hash="cfg", status="succeeded",
+                       started_at=started, finished_at=started + dt.timedelta(hours=3), items_seen=12,
+                       items_embedded=2 ** 40, stage_seconds={"clip": 1.25, "phase_select": 0.5},
+                       outcome_counts={"embedded": 9}, error_counts={}, message="it's \"done\"")
+    record_run(spark, tables, create_run(str(tmp_path / "staging"), "run-7", "backfill", MV, "cfg"), report)
+    spark.conf.set("spark.sql.session.timeZone", "UTC")
+    try:
+        (row,) = tables.read("runs").selectExpr("*", "cast(started_at as string) AS started_utc",
+                                                "cast(finished_at as string) AS finished_utc").collect()
+    finally:
+        spark.conf.unset("spark.sql.session.timeZone")
+    assert (row.started_utc, row.finished_utc) == ("2026-03-29 00:30:05", "2026-03-29 03:30:05")
+    assert (row.run_id, row.mode, row.status, row.items_seen, row.items_embedded, row.items_failed) == \
+        ("run-7", "backfill", "succeeded", 12, 2 ** 40, 0)
+    assert row.stage_seconds == {"clip": 1.25, "phase_select": 0.5} and row.outcome_counts == {"embedded": 9}
+    assert row.error_counts == {} and row.stage_items_per_s == {} and row.message == 'it\'s "done"'
+
+
 def test_rows_stored_with_the_legacy_hash_stay_current(spark, tmp_path, caplog):
     """A table written by the first release (SHA-256 content hashes) must not be re-embedded by an
     upgrade; a changed item is still found, and a foreign hash of neither scheme counts as changed."""

@@ -18,7 +18,7 @@ from vlclip_core.runs import (COMMITTED, PROCESSED, STAGED, STAGING, RunLock, Ru
                               find_unfinished, new_run_id, open_run, utcnow)
 from vlclip_core.spark_session import get_spark
 from vlclip_core.tables import (Tables, delete_removed_items, insert_new, merge_embeddings, replace_run_errors,
-                                table_schema, write_run)
+                                literal_row, table_schema, write_run)
 from vlclip_core.workset import stage_work
 
 log = logging.getLogger(__name__)
@@ -308,4 +308,4 @@ def record_run(spark, tables: Tables, state: RunState, report: RunReport) -> Non
 
 def runs_row(spark, report: RunReport):
     schema = table_schema(spark, "runs")
-    return spark.createDataFrame([{name: getattr(report, name) for name in schema.names}], schema).coalesce(1)
+    return literal_row(spark, schema, {name: getattr(report, name) for name in schema.names})

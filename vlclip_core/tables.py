@@ -36,6 +36,24 @@ def table_schema(spark, table: str):
     return _SCHEMAS[table]
 
 
+def literal_row(spark, schema, values: dict):
+    """A one-row DataFrame of typed literals in `schema`'s column order (missing keys are null).
+
+    Built in the JVM: createDataFrame of Python rows parallelises pickled rows, whose one-row write
+    then starts a Python worker to unpickle them (measured on the no-op run: the runs row's write).
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import MapType
+
+    def literal(value, data_type):
+        if isinstance(data_type, MapType) and value is not None:
+            return F.create_map(*[c for k, v in value.items() for c in (F.lit(k), F.lit(v))])
+        return F.lit(value)
+
+    return spark.range(0, 1, 1, 1).select(*[literal(values.get(f.name), f.dataType).cast(f.dataType).alias(f.name)
+                                            for f in schema.fields])
+
+
 class Tables:
     """Locations of the warehouse tables: a metastore name when configured, else <warehouse>/<name>."""
 
