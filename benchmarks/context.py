@@ -34,6 +34,7 @@ class BenchOptions:
     scale_large: int = 20000
     image_pool: int = 2000
     noop_items: int = 100_000
+    noop_repeats: int = 9  # a no-op repeat takes seconds; its figures swing +-30 % on 2 cores
     merge_sizes: tuple = (100_000, 1_000_000)
     merge_changed: int = 10_000
     merge_dim: int = 32

@@ -58,7 +58,7 @@ def nightly_noop(ctx: BenchContext) -> dict:
         _anti_join_seconds(ctx.spark, catalog, tables, config.model_version)
         _hashed_anti_join_seconds(ctx.spark, config, tables)
     vlclip, plain, hashed = [], [], []
-    for _ in range(opts.repeats):
+    for _ in range(opts.noop_repeats):
         run = ctx.timed_job(config)
         _check_noop(run)
         vlclip.append(run)
@@ -72,7 +72,7 @@ def nightly_noop(ctx: BenchContext) -> dict:
     for _ in range(NOOP_WARMUPS):
         _check_noop(ctx.timed_job(config))
     legacy, legacy_plain = [], []
-    for _ in range(opts.repeats):
+    for _ in range(opts.noop_repeats):
         run = ctx.timed_job(config)
         _check_noop(run)
         legacy.append(run["total_s"])

@@ -36,6 +36,8 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--out", default="bench_out", help="output directory (results.json, data, work)")
     p.add_argument("--repeats", type=int, default=None, help="repeats of each timed part (default 3; --quick 2)")
+    p.add_argument("--noop-repeats", type=int, default=None,
+                   help="repeats of the nightly no-op comparison (default 9; --quick 3)")
     p.add_argument("--scaling-repeats", type=int, default=1, help="repeats of the two scaling runs")
     p.add_argument("--scale-small", type=int, default=None, help="items of the small scaling run (default 2000)")
     p.add_argument("--scale-large", type=int, default=None, help="items of the large scaling run (default 20000)")
@@ -59,8 +61,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
                         scaling_model_size=args.scaling_model_size, bare_threads=args.bare_threads, seed=args.seed,
                         job_overrides=tuple(args.job_overrides))
     if args.quick:
-        opts = dataclasses.replace(opts, repeats=2, **QUICK)
-    explicit = {"repeats": args.repeats, "scale_small": args.scale_small, "scale_large": args.scale_large,
+        opts = dataclasses.replace(opts, repeats=2, noop_repeats=3, **QUICK)
+    explicit = {"repeats": args.repeats, "noop_repeats": args.noop_repeats, "scale_small": args.scale_small, "scale_large": args.scale_large,
                 "overhead_items": args.overhead_items}
     return dataclasses.replace(opts, **{k: v for k, v in explicit.items() if v is not None})
 
@@ -68,6 +70,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
 def run_comparison(name: str, fn: Callable[[BenchContext], dict], ctx: BenchContext) -> dict:
     """Run one comparison; a failure is recorded with its error and traceback, never raised."""
     log.info("=== %s ===", name)
+    if ctx.spark is not None:
+        release_session_caches(ctx.spark)
     start = time.perf_counter()
     try:
         outcome = {"status": "ok", **fn(ctx)}
@@ -78,6 +82,15 @@ def run_comparison(name: str, fn: Callable[[BenchContext], dict], ctx: BenchCont
         shutdown_ray()
     outcome["seconds"] = round(time.perf_counter() - start, 2)
     return outcome
+
+
+def release_session_caches(spark) -> None:
+    """Start each comparison from the session state a nightly spark-submit starts from: no cached
+    Delta snapshots or DataFrames of the tables earlier comparisons made (dozens of warehouses by the
+    no-op comparison), and a collected heap."""
+    spark.catalog.clearCache()
+    spark._jvm.org.apache.spark.sql.delta.DeltaLog.clearCache()
+    spark._jvm.java.lang.System.gc()
 
 
 def start_spark():
