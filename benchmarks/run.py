@@ -62,8 +62,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
                         job_overrides=tuple(args.job_overrides))
     if args.quick:
         opts = dataclasses.replace(opts, repeats=2, noop_repeats=3, **QUICK)
-    explicit = {"repeats": args.repeats, "noop_repeats": args.noop_repeats, "scale_small": args.scale_small, "scale_large": args.scale_large,
-                "overhead_items": args.overhead_items}
+    explicit = {"repeats": args.repeats, "noop_repeats": args.noop_repeats, "scale_small": args.scale_small,
+                "scale_large": args.scale_large, "overhead_items": args.overhead_items}
     return dataclasses.replace(opts, **{k: v for k, v in explicit.items() if v is not None})
 
 

@@ -74,7 +74,7 @@ def test_the_runs_row_keeps_every_value(spark, tmp_path):
     started = dt.datetime(2026, 3, 29, 0, 30, 5, tzinfo=dt.timezone.utc)  # a DST change in Europe
     report = RunReport(run_id="run-7", mode="backfill", model_version=MV, config_hash="cfg", status="succeeded",
                        started_at=started, finished_at=started + dt.timedelta(hours=3), items_seen=12,
-                       items_embedded=2 ** 40, stage_seconds={"clip": 1.25, "phase_select": 0.5},
+                       items_embedded=2 ** 40, stage_seconds={"clip": 1.25, "phase_select": 2},
                        outcome_counts={"embedded": 9}, error_counts={}, message="it's \"done\"")
     record_run(spark, tables, create_run(str(tmp_path / "staging"), "run-7", "backfill", MV, "cfg"), report)
     spark.conf.set("spark.sql.session.timeZone", "UTC")
@@ -86,7 +86,7 @@ def test_the_runs_row_keeps_every_value(spark, tmp_path):
     assert (row.started_utc, row.finished_utc) == ("2026-03-29 00:30:05", "2026-03-29 03:30:05")
     assert (row.run_id, row.mode, row.status, row.items_seen, row.items_embedded, row.items_failed) == \
         ("run-7", "backfill", "succeeded", 12, 2 ** 40, 0)
-    assert row.stage_seconds == {"clip": 1.25, "phase_select": 0.5} and row.outcome_counts == {"embedded": 9}
+    assert row.stage_seconds == {"clip": 1.25, "phase_select": 2.0} and row.outcome_counts == {"embedded": 9}
     assert row.error_counts == {} and row.stage_items_per_s == {} and row.message == 'it\'s "done"'
 
 

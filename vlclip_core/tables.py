@@ -47,11 +47,12 @@ def literal_row(spark, schema, values: dict):
 
     def literal(value, data_type):
         if isinstance(data_type, MapType) and value is not None:
-            return F.create_map(*[c for k, v in value.items() for c in (F.lit(k), F.lit(v))])
+            return F.create_map(*[c for k, v in value.items() for c in (F.lit(k).cast(data_type.keyType),
+                                                                        F.lit(v).cast(data_type.valueType))])
         return F.lit(value)
 
-    return spark.range(0, 1, 1, 1).select(*[literal(values.get(f.name), f.dataType).cast(f.dataType).alias(f.name)
-                                            for f in schema.fields])
+    columns = [literal(values.get(f.name), f.dataType).cast(f.dataType).alias(f.name) for f in schema.fields]
+    return spark.range(0, 1, 1, 1).select(*columns)
 
 
 class Tables:
