@@ -66,47 +66,16 @@ def nightly_noop(ctx: BenchContext) -> dict:
         hashed.append(_hashed_anti_join_seconds(ctx.spark, config, tables))
     wall = ratio([v["total_s"] for v in vlclip], plain)
     over_hashed = ratio([v["total_s"] for v in vlclip], hashed)
-    # The same catalog against a table written by the first release (SHA-256 content hashes): what a
-    # user who upgraded pays each night until those rows are rewritten.
-    _store_legacy_hashes(ctx.spark, config, tables)
-    for _ in range(NOOP_WARMUPS):
-        _check_noop(ctx.timed_job(config))
-    legacy, legacy_plain = [], []
-    for _ in range(opts.noop_repeats):
-        run = ctx.timed_job(config)
-        _check_noop(run)
-        legacy.append(run["total_s"])
-        legacy_plain.append(_anti_join_seconds(ctx.spark, catalog, tables, config.model_version))
-    legacy_wall = ratio(legacy, legacy_plain)
     figures = {"items": opts.noop_items, "vlclip_noop": {"total_s": spread([v["total_s"] for v in vlclip]),
                                                            "runs": vlclip},
                "plain_anti_join_s": spread(plain), "wall_ratio_vlclip_over_plain": wall,
-               "hashed_anti_join_s": spread(hashed), "wall_ratio_vlclip_over_hashed": over_hashed,
-               "legacy_hashes": {"vlclip_noop_s": spread(legacy), "plain_anti_join_s": spread(legacy_plain),
-                                 "wall_ratio_vlclip_over_plain": legacy_wall}}
+               "hashed_anti_join_s": spread(hashed), "wall_ratio_vlclip_over_hashed": over_hashed}
     rows = [headline("no-op run wall", figures["vlclip_noop"]["total_s"], "s"),
             headline("plain scan + anti-join wall", figures["plain_anti_join_s"], "s"),
             headline("scan + content hash + anti-join wall", figures["hashed_anti_join_s"], "s"),
             headline("no-op ratio vlclip/plain", wall, "x", "<= 3", at_most(wall, 3.0)),
-            headline("no-op ratio vlclip/hashed anti-join", over_hashed, "x"),
-            headline("no-op ratio vlclip/plain, table of first-release (sha256) hashes", legacy_wall, "x")]
+            headline("no-op ratio vlclip/hashed anti-join", over_hashed, "x")]
     return {"figures": figures, "headline": rows}
-
-
-def _store_legacy_hashes(spark, config, tables: Tables) -> None:
-    """Make the table one the first release wrote: its content hashes, no hash-scheme property."""
-    from vlclip_core.catalog import legacy_content_hash, normalise, read_catalog
-    from vlclip_core.tables import HASH_SCHEME_PROPERTY
-
-    legacy = (normalise(read_catalog(spark, config.catalog))
-              .select(S.ITEM_ID, legacy_content_hash(config.model_version).alias(S.CONTENT_HASH)))
-    (tables.delta("embeddings").alias("t")
-     .merge(legacy.alias("s"), f"t.model_version = '{config.model_version}' AND t.item_id = s.item_id")
-     .whenMatchedUpdate(set={S.CONTENT_HASH: f"s.{S.CONTENT_HASH}"}).execute())
-    spark.sql(f"ALTER TABLE {tables.ref('embeddings')} UNSET TBLPROPERTIES ('{HASH_SCHEME_PROPERTY}')")
-    # the MERGE left a deletion vector over every original file: rewrite them, so the table reads like
-    # the one the main repeats read and the comparison is about the hash scheme only
-    spark.sql(f"REORG TABLE {tables.ref('embeddings')} APPLY (PURGE)")
 
 
 def _hashed_anti_join_seconds(spark, config, tables: Tables) -> float:

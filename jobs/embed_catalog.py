@@ -9,6 +9,10 @@ from typing import List, Optional
 from vlclip_core.config import load_config
 from vlclip_core.logs import setup_logging
 
+# 0: succeeded; 1: failed (nothing of a run that breached job.thresholds with on_breach=fail is merged);
+# 3: degraded (merged, but a threshold was breached with on_breach=degraded)
+EXIT_DEGRADED = 3
+
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="embed_catalog", description="Embed new and changed catalog items "
@@ -44,6 +48,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"vlclip: run failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     print(format_summary(report))
+    if report.status == "degraded":
+        print(f"vlclip: run degraded: {report.message}", file=sys.stderr)
+        return EXIT_DEGRADED
     return 0
 
 

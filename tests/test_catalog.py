@@ -78,24 +78,21 @@ def test_hashes_are_stable_and_follow_their_inputs(spark, tmp_path):
 def test_hashes_match_stored_values(spark, tmp_path):
     """Hashes already stored in users' tables must keep matching: a change to how the job computes them
     would silently re-embed every item (content hash) or miss the enrichment cache (text hash).
-    The legacy content hash and the text hash are the first release's values."""
-    from vlclip_core.catalog import legacy_content_hash, normalise, with_hashes
+    """
+    from vlclip_core.catalog import normalise, with_hashes
 
     rows = [("a", "Red Shoe", "http://x/a.jpg", "soft", "running shoe",
              {"size": "9", "color": "red", "Brand": "ACME", "fit": None}),
             ("b", "Blue Bag", "http://x/b.jpg", None, None, None),
             ("c", 'Ünïcode "quoted"', "http://x/c.jpg", "line\nbreak", "lamp", {})]
     df = normalise(read_catalog(spark, CatalogConfig(path=write(spark, rows, tmp_path / "g"))))
-    df = with_hashes(df.withColumn("legacy", legacy_content_hash("mv1")), "mv1", "llm1")
-    got = {r.item_id: (r.legacy, r.text_hash, r.attributes_json, r.content_hash) for r in df.collect()}
+    df = with_hashes(df, "mv1", "llm1")
+    got = {r.item_id: (r.text_hash, r.attributes_json, r.content_hash) for r in df.collect()}
     assert got == {
-        "a": ("eaae9fba8b347eca9335c01d275df4d1549743741f55aa21c3a34752e2361b88",
-              "ecc67ffbbdef284dd40e08186398b9add3a573bfb3390b576b6f9caca4e2242a",
+        "a": ("ecc67ffbbdef284dd40e08186398b9add3a573bfb3390b576b6f9caca4e2242a",
               '{"Brand":"ACME","color":"red","fit":null,"size":"9"}', X1["a"]),
-        "b": ("5aff2446bc6c020b08876c20af71571676f5fe356bfdf74cd54e5a4c6445a242",
-              "cdb2f9d2d82da1c93a1c2394b6f9a6a27e9cb915e08da3039687949723d1221a", None, X1["b"]),
-        "c": ("7157d55218ecda2ea342ea1e3f1a10f566f3136f025c4c9898fe2a726d7aa22f",
-              "4e998825fe6715121253ccaa2cf63379c051c7c45f4c42a4a9d951fee79bf680", "{}", X1["c"]),
+        "b": ("cdb2f9d2d82da1c93a1c2394b6f9a6a27e9cb915e08da3039687949723d1221a", None, X1["b"]),
+        "c": ("4e998825fe6715121253ccaa2cf63379c051c7c45f4c42a4a9d951fee79bf680", "{}", X1["c"]),
     }
 
 

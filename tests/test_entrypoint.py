@@ -28,6 +28,9 @@ def test_python_m_entry_point_runs_the_job_end_to_end(tiny_models, sample_root, 
                           "--mode", "backfill", *sets)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "— succeeded (backfill)" in done.stdout
+    # ray.init forks its processes from the driver: they must not reset its py4j connections
+    # (spark_session.keep_py4j_connections_across_fork)
+    assert "Connection reset" not in done.stderr and "Exception while sending command" not in done.stderr
     assert "selected 6, embedded 6, failed 0" in done.stdout
     embedded = pq.read_table(str(warehouse / "embeddings"), columns=["item_id"], partitioning=None)["item_id"].to_pylist()
     assert sorted(embedded) == sorted(read_catalog(catalog).column("item_id").to_pylist())

@@ -1,6 +1,7 @@
 """Bad input and faults through the whole job; the run invariant is checked after each (real Spark, Ray, HTTP)."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -77,7 +78,9 @@ def test_bad_inputs_become_error_rows_and_a_dead_llm_falls_back(spark, make_conf
                              "images.max_bytes=100000", "images.allowed_schemes=[file, http, https]",
                              "models.llm.backend=openai", f"models.llm.base_url={llm.base_url}",
                              "models.llm.model=fake-llm", f"models.llm.api_key_env={TEST_LLM_KEY_ENV}",
-                             "models.llm.retries=0", "models.llm.timeout_s=5")
+                             "models.llm.retries=0", "models.llm.timeout_s=5",
+                             # 12 of 18 items fail on purpose: above the default thresholds
+                             "job.thresholds.max_failed.decode=1", "job.thresholds.max_failed.any=1")
         report = run_job(config, spark)
     errors, embedded = outcomes(spark, config, report.run_id)
     assert errors == {"HTTP-404": ("decode", "http_404"), "HTTP-500": ("decode", "http_500"),
@@ -170,7 +173,6 @@ def test_a_second_run_on_the_same_warehouse_fails_clearly(spark, make_config, sa
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
-    import json
     import socket
 
     staging = tmp_path / "staging"
@@ -209,3 +211,48 @@ def test_driver_killed_mid_backfill_resumes_without_duplicates(spark, make_confi
     ids = [r.item_id for r in Tables(spark, config.warehouse).read("embeddings").collect()]
     assert len(ids) == len(set(ids)) == read_catalog(catalog).num_rows
     assert_invariant(spark, config, report.run_id)
+
+
+def test_the_delta_run_lock_admits_one_of_two_runs_at_once(spark, tmp_path):
+    """warehouse.run_lock=delta (object-store staging): of two runs taking the lock at the same moment
+    exactly one holds it; a third is refused while it is held; after release it can be taken again."""
+    import threading
+
+    from vlclip_core.runs import DeltaRunLock
+
+    staging = str(tmp_path / "staging")
+    DeltaRunLock(spark, staging, "warm").__enter__().__exit__()  # create the table outside the race
+    barrier, outcomes, locks = threading.Barrier(2), [], []
+
+    def take(name):
+        lock = DeltaRunLock(spark, staging, name)
+        barrier.wait()
+        try:
+            lock.__enter__()
+            outcomes.append("held")
+            locks.append(lock)
+        except RunLockedError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=take, args=(f"run-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) == ["held", "refused"]
+    with pytest.raises(RunLockedError, match=f"another vlclip run holds the lock table .*{locks[0].info['token']}"):
+        DeltaRunLock(spark, staging, "third").__enter__()
+    locks[0].__exit__(None, None, None)
+    with DeltaRunLock(spark, staging, "after") as lock:
+        assert json.loads(lock.holder())["run"] == "after"
+    assert DeltaRunLock(spark, staging, "x").holder() is None
+
+
+def test_object_store_staging_takes_the_delta_lock_and_file_lock_is_refused():
+    from vlclip_core.config import ConfigError, load_config
+    from vlclip_core.runs import DeltaRunLock, run_lock
+
+    with pytest.raises(ConfigError, match="warehouse.run_lock=file needs a local or mounted staging"):
+        load_config("conf/tiny.yaml", ("warehouse.staging_dir=s3a://bucket/staging", "warehouse.run_lock=file"))
+    assert isinstance(run_lock(None, "s3a://bucket/staging", "auto", "r"), DeltaRunLock)
+    assert isinstance(run_lock(None, "/mnt/shared/staging", "auto", "r"), RunLock)

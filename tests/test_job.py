@@ -1,6 +1,7 @@
 """End-to-end runs of the job: real local Spark + Delta, real local Ray, tiny real models."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -10,6 +11,7 @@ import pytest
 
 from job_helpers import TEST_ITEMS
 from vlclip_core.catalog import CatalogSchemaError
+from vlclip_core.config import WarehouseConfig
 from vlclip_core.job import run_job
 from vlclip_core.runs import RunState
 from vlclip_core.sample_catalog import read_catalog, write_catalog
@@ -199,3 +201,97 @@ def test_invalid_catalog_rows_become_error_rows(spark, first, make_config, tmp_p
     assert report.error_counts == {"null_item_id": 1, "duplicate_item_id": 2, "missing_file": 1,
                                    "missing_image_uri": 1}
     assert embeddings(spark, config).where("item_id = 'DUP-1' OR item_id IS NULL").count() == 0
+
+
+def test_delete_keeps_items_whose_catalog_row_is_duplicated_or_invalid(spark, first, make_config, tmp_path):
+    """Only an id in no catalog row is deleted: a duplicated id or a row without image_uri is still in the
+    catalog (an error row of the run), so its earlier embedding stays."""
+    warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
+    ids = read_catalog(first["catalog"]).column("item_id").to_pylist()
+
+    def mutate(table: pa.Table) -> pa.Table:
+        rows = [r for r in table.to_pylist() if r["item_id"] != ids[0]]
+        rows += [dict(r) for r in rows if r["item_id"] == ids[1]]  # ids[1] twice
+        for r in rows:
+            if r["item_id"] == ids[2]:
+                r["image_uri"] = None
+        return pa.Table.from_pylist(rows, schema=pa.schema([f.with_nullable(True) for f in table.schema]))
+
+    catalog = copy_catalog(first["catalog"], tmp_path / "cat", mutate)
+    config = make_config(catalog, warehouse, "job.removed_items=delete")
+    report = run_job(config, spark)
+    assert (report.items_invalid, report.items_selected, report.items_removed) == (3, 0, 1)
+    assert sorted(r.item_id for r in embeddings(spark, config).collect()) == sorted(ids[1:])
+
+
+def test_delete_refuses_to_remove_most_of_the_table(spark, first, make_config, tmp_path):
+    """A truncated catalog (4 of 24 items) must not wipe the version: the run fails, nothing is deleted;
+    with job.max_removed_fraction=1 the same catalog deletes the other 20."""
+    from vlclip_core.thresholds import RunThresholdError
+
+    warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
+    catalog = copy_catalog(first["catalog"], tmp_path / "cat", lambda t: t.slice(0, 4))
+    config = make_config(catalog, warehouse, "job.removed_items=delete")
+    with pytest.raises(RunThresholdError, match="would delete 20 of 24 embeddings"):
+        run_job(config, spark)
+    assert embeddings(spark, config).count() == TEST_ITEMS
+    report = run_job(make_config(catalog, warehouse, "job.removed_items=delete", "job.max_removed_fraction=1"),
+                     spark)
+    assert report.items_removed == 20 and embeddings(spark, config).count() == 4
+
+
+def _missing_images(first, tmp_path, n):
+    """The catalog with the first n items' images pointing at files that do not exist."""
+    def mutate(table: pa.Table) -> pa.Table:
+        uris = table.column("image_uri").to_pylist()
+        uris[:n] = [str(tmp_path / f"gone-{i}.png") for i in range(n)]
+        return table.set_column(table.schema.get_field_index("image_uri"), "image_uri", pa.array(uris))
+
+    return copy_catalog(first["catalog"], tmp_path / "cat", mutate)
+
+
+def test_a_run_where_every_item_fails_is_failed_and_merges_nothing(spark, first, make_config, tmp_path):
+    """12 changed items whose images are gone: 12/12 fail at decode, over job.thresholds (50 %). The run
+    is recorded as failed, its error rows and the failed images are written, no embedding changes; the
+    next run does not fetch those images again (skipped, counted) and succeeds."""
+    from vlclip_core.thresholds import RunThresholdError
+
+    warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
+    catalog = _missing_images(first, tmp_path, 12)
+    config = make_config(catalog, warehouse)
+    before = {r.item_id: r.content_hash for r in embeddings(spark, config).collect()}
+    with pytest.raises(RunThresholdError, match=r"failed at decode: 12/12 \(100%\) > 50%"):
+        run_job(config, spark)
+    tables = Tables(spark, config.warehouse)
+    assert {r.item_id: r.content_hash for r in embeddings(spark, config).collect()} == before
+    (run,) = [r for r in tables.read("runs").collect() if r.status == "failed"]
+    assert (run.items_selected, run.items_embedded, run.items_failed, run.outcome_counts["failed_decode"]) == \
+        (12, 0, 12, 12)
+    assert "thresholds breached" in run.message
+    errors = tables.read("embedding_errors").where(f"run_id = '{run.run_id}'").collect()
+    assert len(errors) == 12 and {e.error_type for e in errors} == {"missing_file"}
+    failed = tables.read("failed_images").collect()
+    assert sorted(r.image_uri for r in failed) == sorted(str(tmp_path / f"gone-{i}.png") for i in range(12))
+    manifest = json.loads((warehouse / "_staging" / run.run_id / "manifest.json").read_text())
+    assert manifest["status"] == "failed"  # final: the next run starts afresh instead of resuming it
+    again = run_job(config, spark)
+    assert (again.status, again.items_selected, again.items_skipped) == ("succeeded", 0, 12)
+    assert tables.read("failed_images").count() == 12
+
+
+def test_a_degraded_run_merges_and_exits_3(spark, first, tiny_models, tmp_path, capsys):
+    """on_breach=degraded: the 21 good items are merged, the 3 failures breach a 5 % decode limit, the
+    run is recorded as degraded and the entry point exits 3."""
+    from job_helpers import job_overrides
+    from jobs.embed_catalog import EXIT_DEGRADED, main
+
+    warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
+    catalog = _missing_images(first, tmp_path, 3)
+    sets = job_overrides(tiny_models, catalog, str(warehouse)) + (
+        "job.mode=backfill", "job.thresholds.on_breach=degraded", "job.thresholds.max_failed.decode=0.05")
+    code = main(["--config", "conf/tiny.yaml", *[a for o in sets for a in ("--set", o)]])
+    assert code == EXIT_DEGRADED == 3
+    assert "run degraded: thresholds breached (job.thresholds): failed at decode: 3/24 (12%) > 5%" in \
+        capsys.readouterr().err
+    (run,) = Tables(spark, WarehouseConfig(path=str(warehouse))).read("runs").where("status = 'degraded'").collect()
+    assert (run.items_selected, run.items_embedded, run.items_failed) == (24, 21, 3)

@@ -4,7 +4,6 @@ import pytest
 
 from models_helpers import clip_batch, product_image, tiny_config
 from vlclip_core import schema as S
-from vlclip_core.models.clip import load_clip
 from vlclip_core.stages.clip_encode import ClipStage
 
 TEXTS = ["red running shoe", "leather handbag", "ceramic coffee mug", "blue t-shirt", "black backpack"]

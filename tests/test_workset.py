@@ -1,8 +1,6 @@
 """Work-set selection (one classified plan) and the runs-row write, on real local Spark + Delta."""
 from __future__ import annotations
 
-import logging
-
 from test_catalog import ROWS, write
 
 from vlclip_core import schema as S
@@ -10,7 +8,7 @@ from vlclip_core.catalog import load_hashed, load_valid_and_invalid
 from vlclip_core.config import CatalogConfig, WarehouseConfig
 from vlclip_core.job import RunReport, record_run
 from vlclip_core.runs import create_run
-from vlclip_core.tables import HASH_SCHEME_PROPERTY, Tables, table_schema
+from vlclip_core.tables import Tables, table_schema
 from vlclip_core.workset import CLASS, classify
 
 MV, LLM = "mv1", "llm1"
@@ -26,8 +24,8 @@ def embeddings_rows(spark, pairs, model_version=MV):
     return df.select(*[cols.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in declared.fields])
 
 
-def classes(spark, catalog, tables, mode="incremental", compare_legacy=False):
-    df = classify(load_hashed(spark, CatalogConfig(path=catalog), MV), tables, mode, MV, compare_legacy)
+def classes(spark, catalog, tables, mode="incremental"):
+    df = classify(load_hashed(spark, CatalogConfig(path=catalog), MV), tables, mode, MV)
     return sorted((r[S.ITEM_ID] or "", r[CLASS]) for r in df.collect())
 
 
@@ -90,42 +88,31 @@ def test_the_runs_row_keeps_every_value(spark, tmp_path):
     assert row.error_counts == {} and row.stage_items_per_s == {} and row.message == 'it\'s "done"'
 
 
-def test_rows_stored_with_the_legacy_hash_stay_current(spark, tmp_path, caplog):
-    """A table written by the first release (SHA-256 content hashes) must not be re-embedded by an
-    upgrade; a changed item is still found, and a foreign hash of neither scheme counts as changed."""
-    from vlclip_core.catalog import legacy_content_hash, normalise, read_catalog
+def test_items_whose_image_failed_for_good_recently_are_skipped(spark, tmp_path):
+    """failed_images holds b's image (failed 1 h ago) and c's (200 h ago): with a 168 h memory only b
+    is skipped and counted; with the memory off (0 h) every item is staged."""
+    import datetime as dt
+
     from vlclip_core.workset import stage_work
 
     catalog = write(spark, ROWS, tmp_path / "cat")
-    legacy = {r.item_id: r.legacy for r in normalise(read_catalog(spark, CatalogConfig(path=catalog)))
-              .select(S.ITEM_ID, legacy_content_hash(MV).alias("legacy")).collect()}
     tables = Tables(spark, WarehouseConfig(path=str(tmp_path / "wh")))
     tables.ensure_all()
-    pairs = [("a", legacy["a"]), ("b", legacy["b"]), ("c", legacy["c"][::-1])]
-    embeddings_rows(spark, pairs).write.format("delta").mode("append").save(tables.location("embeddings"))
-    # the plain plan only labels them; the second plan compares them in their scheme
-    assert classes(spark, catalog, tables) == [("a", "legacy"), ("b", "legacy"), ("c", "legacy")]
-    assert classes(spark, catalog, tables, compare_legacy=True) == [("a", "current"), ("b", "current"),
-                                                                     ("c", "selected")]
-    edited = write(spark, [ROWS[0][:3] + ("softer",) + ROWS[0][4:]] + ROWS[1:], tmp_path / "edited")
-    assert classes(spark, edited, tables, compare_legacy=True) == [("a", "selected"), ("b", "current"),
-                                                                    ("c", "selected")]
+    now = dt.datetime.now()
+    failed = [("http://x/b.jpg", "http_404", "HTTP 404", 1, now - dt.timedelta(hours=1)),
+              ("http://x/c.jpg", "missing_file", "gone", 3, now - dt.timedelta(hours=200))]
+    rows = spark.createDataFrame(failed, "image_uri string, error_type string, message string, failures long, "
+                                         "last_failed_at timestamp")
+    rows.withColumn("first_failed_at", rows.last_failed_at).withColumn("run_id", rows.error_type) \
+        .write.format("delta").mode("append").save(tables.location("failed_images"))
 
-    caplog.set_level(logging.INFO, logger="vlclip_core.workset")
-
-    def stage(run_id):
-        caplog.clear()
+    def stage(run_id, hours):
         state = create_run(str(tmp_path / "staging"), run_id, "incremental", MV, "cfg")
-        counts = stage_work(spark, load_hashed(spark, CatalogConfig(path=edited), MV), tables, state, 10, "det",
-                            (MV, LLM))
-        assert (counts.items_seen, counts.items_selected, counts.items_invalid) == (3, 2, 0)
-        staged = spark.read.parquet(state.path("input")).select(S.ITEM_ID, S.CONTENT_HASH).collect()
-        assert sorted(r.item_id for r in staged) == ["a", "c"]
-        assert all(r.content_hash.startswith("x1:") for r in staged)  # written back under the current scheme
-        return "second pass" in caplog.text
+        counts = stage_work(spark, load_hashed(spark, CatalogConfig(path=catalog), MV), tables, state, 10,
+                            ("det", MV, LLM), hours)
+        staged = sorted(r.item_id for r in spark.read.parquet(state.path("input")).select(S.ITEM_ID).collect())
+        return (counts.items_seen, counts.items_selected, counts.items_skipped), staged, state.manifest
 
-    # a table this release made, holding such rows anyway: the plain plan meets them, a second one compares
-    assert HASH_SCHEME_PROPERTY in tables.properties("embeddings") and stage("run-1")
-    # a table the first release made (no scheme property): compared in the one plan
-    spark.sql(f"ALTER TABLE {tables.ref('embeddings')} UNSET TBLPROPERTIES ('{HASH_SCHEME_PROPERTY}')")
-    assert HASH_SCHEME_PROPERTY not in tables.properties("embeddings") and not stage("run-2")
+    counts, staged, manifest = stage("run-1", 168.0)
+    assert counts == (3, 2, 1) and staged == ["a", "c"] and manifest["items_skipped"] == 1
+    assert stage("run-2", 0.0)[:2] == ((3, 3, 0), ["a", "b", "c"])

@@ -91,10 +91,8 @@ def split_flagged(flagged, llm_identity: str) -> Tuple[object, object]:
     return with_text_hashes(valid, llm_identity), flagged.where(F.col(S.ERROR_TYPE).isNotNull())
 
 
-# content_hash schemes. The current one, "x1:" + 32 hex digits, is two chained xxhash64 of every model
-# input (native Spark hashing, ~3x cheaper than serialising the row to JSON for SHA-256; it is the no-op
-# nightly's main cost). A hash without the prefix is the first release's SHA-256 of the row's JSON:
-# workset.classify compares a stored row in the scheme it was written with, so upgrading re-embeds nothing.
+# content_hash: "x1:" + 32 hex digits, two chained xxhash64 of every model input (native Spark hashing,
+# ~3x cheaper than serialising the row to JSON for SHA-256; it is the no-op nightly's main cost).
 CONTENT_HASH_PREFIX = "x1:"
 _FINGERPRINT_FIELDS = (S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.IMAGE_URI, S.ATTRIBUTES)
 _ENTRIES = "_attribute_entries"
@@ -129,23 +127,9 @@ def _attributes_json():
     from pyspark.sql import functions as F
 
     # sort_array uses Spark's native ordering; array_sort's comparator is an interpreted lambda (~0.2 s
-    # per 100k rows slower). Same order (entries are never null, keys are unique), so the same JSON and
-    # hashes as the first release (pinned by tests/test_catalog.py::test_hashes_match_stored_values).
+    # per 100k rows slower). Entries are never null and keys are unique, so the order is by key.
     attrs = F.to_json(F.map_from_entries(F.sort_array(F.map_entries(S.ATTRIBUTES))))
     return F.when(F.col(S.ATTRIBUTES).isNotNull(), attrs)
-
-
-def legacy_content_hash(model_version: str):
-    """The first release's content hash of the raw catalog columns: SHA-256 of the row's JSON.
-
-    Only for comparing rows stored with it: used as an expression where it is needed (a CASE branch
-    after the item_id window in workset.classify), Spark computes it for those rows alone.
-    """
-    from pyspark.sql import functions as F
-
-    fields = F.to_json(F.struct(S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, _attributes_json().alias(S.ATTRIBUTES_JSON),
-                                S.IMAGE_URI))
-    return F.sha2(F.concat(fields, F.lit(model_version)), 256)
 
 
 def with_text_hashes(df, llm_identity: str):

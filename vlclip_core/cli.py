@@ -44,6 +44,18 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unlock(args: argparse.Namespace) -> int:
+    from vlclip_core.config import load_config
+    from vlclip_core.runs import DeltaRunLock
+    from vlclip_core.spark_session import get_spark
+
+    config = load_config(args.config, tuple(args.overrides))
+    lock = DeltaRunLock(get_spark(config.spark), config.warehouse.staging(), "unlock")
+    holder = lock.release_by_hand()
+    print(f"removed the run lock held by {holder}" if holder else "no run lock was held")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vlclip")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -64,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--limit", type=int, default=24)
     inspect.add_argument("--set", dest="overrides", action="append", default=[])
     inspect.set_defaults(fn=_inspect)
+    unlock = sub.add_parser("unlock", help="remove a Delta run lock (warehouse.run_lock=delta) whose run died")
+    unlock.add_argument("--config", required=True)
+    unlock.add_argument("--set", dest="overrides", action="append", default=[])
+    unlock.set_defaults(fn=_unlock)
     return parser
 
 

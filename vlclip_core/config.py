@@ -5,8 +5,9 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, ClassVar, Dict, Optional
 
 import yaml
 
@@ -34,9 +35,89 @@ class WarehouseConfig:
     embeddings_table: Optional[str] = None
     errors_table: Optional[str] = None
     runs_table: Optional[str] = None
+    # Delta table features, applied to new and existing tables. Deletion vectors make a MERGE update
+    # mark rows instead of rewriting files, but some readers refuse such tables (README, "Reading the
+    # output"); the change data feed lets jobs/export_index.py update its ANN indexes incrementally.
+    deletion_vectors: bool = True
+    change_data_feed: bool = True
+    # auto: a lock file for local or mounted staging, a Delta lock table for object stores (s3a://...);
+    # file | delta | none (none: the scheduler guarantees that runs never overlap)
+    run_lock: str = "auto"
+
+    def validate(self) -> None:
+        _one_of("warehouse.run_lock", self.run_lock, ("auto", "file", "delta", "none"))
+        if self.run_lock == "file" and "://" in self.staging() and not self.staging().startswith("file://"):
+            raise ConfigError(f"warehouse.run_lock=file needs a local or mounted staging directory, got "
+                              f"{self.staging()!r}: use delta (or auto)")
 
     def staging(self) -> str:
         return self.staging_dir or os.path.join(self.path, "_staging")
+
+
+@dataclass
+class IndexConfig:
+    """The similar-items ANN indexes of jobs/export_index.py (FAISS HNSW, inner product)."""
+
+    path: Optional[str] = None  # default <warehouse.path>/_index; one directory per model_version
+    hnsw_m: int = 32  # graph degree
+    ef_construction: int = 200
+    ef_search: int = 128  # candidates per query: recall vs query time
+    # an incremental update rebuilds the index from its live vectors once removed ones exceed this share
+    max_removed_fraction: float = 0.2
+
+    def validate(self) -> None:
+        for name in ("hnsw_m", "ef_construction", "ef_search"):
+            _positive(f"index.{name}", getattr(self, name))
+        if not 0.0 <= self.max_removed_fraction <= 1.0:
+            raise ConfigError(f"index.max_removed_fraction must be in [0, 1], got {self.max_removed_fraction}")
+
+    def directory(self, warehouse: "WarehouseConfig") -> str:
+        return self.path or os.path.join(warehouse.path, "_index")
+
+
+@dataclass
+class FailedFractions:
+    """Highest share of items that may fail at each stage (catalog: of the rows seen; the others and
+    `any`: of the items selected) before the run breaches its thresholds."""
+
+    catalog: float = 0.5
+    decode: float = 0.5
+    grounding: float = 0.5
+    enrichment: float = 0.5
+    clip: float = 0.5
+    pipeline: float = 0.5  # batches that failed on every retry
+    any: float = 0.5  # all stages together
+
+
+@dataclass
+class FallbackFractions:
+    """Highest share of embedded items that may be ungrounded (whole image) or carry fallback text."""
+
+    grounding: float = 1.0
+    enrichment: float = 1.0
+
+
+@dataclass
+class ThresholdsConfig:
+    """When a run's failures mean its output must not pass for a normal run (job.thresholds)."""
+
+    max_failed: FailedFractions = field(default_factory=FailedFractions)
+    max_fallback: FallbackFractions = field(default_factory=FallbackFractions)
+    min_items: int = 10  # fewer items than this (seen for catalog, else selected): no verdict
+    # fail: the run's embeddings are not merged (error rows and caches are), it is recorded as failed
+    # and exits 1; its items are selected again next run. degraded: everything is merged, the run is
+    # recorded as degraded and the job exits 3.
+    on_breach: str = "fail"  # fail | degraded
+
+    def validate(self) -> None:
+        _one_of("job.thresholds.on_breach", self.on_breach, ("fail", "degraded"))
+        for group in ("max_failed", "max_fallback"):
+            for f in dataclasses.fields(getattr(self, group)):
+                value = getattr(getattr(self, group), f.name)
+                if not 0.0 <= value <= 1.0:
+                    raise ConfigError(f"job.thresholds.{group}.{f.name} must be in [0, 1], got {value}")
+        if self.min_items < 0:
+            raise ConfigError(f"job.thresholds.min_items must be >= 0, got {self.min_items}")
 
 
 @dataclass
@@ -44,14 +125,23 @@ class JobConfig:
     mode: str = "incremental"  # incremental | backfill
     shard_size: int = 1000
     removed_items: str = "keep"  # keep | delete
+    # delete mode refuses to remove more than this share of the version's rows (an empty or truncated
+    # catalog read must not wipe the table); 1.0 turns the guard off
+    max_removed_fraction: float = 0.5
     run_id: Optional[str] = None  # resume this run; default: the last unfinished one
     resume: bool = True
     log_every_s: float = 10.0
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
 
     def validate(self) -> None:
         _one_of("job.mode", self.mode, ("incremental", "backfill"))
         _one_of("job.removed_items", self.removed_items, ("keep", "delete"))
         _positive("job.shard_size", self.shard_size)
+        if not 0.0 <= self.max_removed_fraction <= 1.0:
+            raise ConfigError(f"job.max_removed_fraction must be in [0, 1], got {self.max_removed_fraction}")
+        if self.run_id is not None:
+            check_run_id(self.run_id, "job.run_id")
+        self.thresholds.validate()
 
 
 @dataclass
@@ -117,14 +207,27 @@ class ImageConfig:
     backoff_s: float = 0.5
     max_side: int = 800  # decoded images are downscaled to this longest side
     total_timeout_s: float = 60.0  # wall-clock cap on one HTTP download (a slow drip cannot stall a task)
+    # An image that failed for good (HTTP 404/410, missing file) is not fetched again for this long:
+    # its items are skipped (counted in the runs row) until then, or until their image_uri changes.
+    retry_failed_after_hours: float = 168.0  # 0: fetch again every run
+
+    IDENTITY: ClassVar[tuple] = ("max_side",)
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
+        "allowed_schemes": "which items may be fetched, not what they become",
+        "local_root": "which items may be fetched, not what they become",
+        "connect_timeout_s": "pacing", "read_timeout_s": "pacing", "retries": "pacing", "backoff_s": "pacing",
+        "total_timeout_s": "pacing", "max_bytes": "which items may be fetched, not what they become",
+        "max_pixels": "which items may be decoded, not what they become",
+        "retry_failed_after_hours": "when a failed image is fetched again"}
 
     def validate(self) -> None:
         _positive("images.max_bytes", self.max_bytes)
         _positive("images.total_timeout_s", self.total_timeout_s)
         _positive("images.max_pixels", self.max_pixels)
         _positive("images.max_side", self.max_side)
-        if self.retries < 0:
-            raise ConfigError(f"images.retries must be >= 0, got {self.retries}")
+        if self.retries < 0 or self.retry_failed_after_hours < 0:
+            raise ConfigError(f"images.retries and retry_failed_after_hours must be >= 0, got "
+                              f"{self.retries}/{self.retry_failed_after_hours}")
 
 
 @dataclass
@@ -138,6 +241,12 @@ class DetectorConfig:
     min_box_frac: float = 0.02  # boxes smaller than this fraction of the image area are rejected
     dtype: str = "float32"  # float32 | float16 | bfloat16 (GPU)
 
+    # The recipe identity: every field that changes an output is in IDENTITY, every other one in
+    # OUTSIDE_IDENTITY with the reason (tests/test_config.py fails on a field that is in neither).
+    IDENTITY: ClassVar[tuple] = ("kind", "path", "prompt_template", "box_threshold", "text_threshold", "margin",
+                                 "min_box_frac", "dtype")
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {}
+
     def validate(self) -> None:
         _one_of("models.detector.kind", self.kind, ("grounding_dino", "owlv2"))
         _one_of("models.detector.dtype", self.dtype, _DTYPES)
@@ -145,10 +254,10 @@ class DetectorConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ConfigError(f"models.detector.{name} must be in [0, 1), got {value}")
+        check_prompt_template(self.prompt_template)
 
     def identity(self) -> dict:
-        return {"kind": self.kind, "path": self.path, "box": self.box_threshold, "text": self.text_threshold,
-                "margin": self.margin, "min_box": self.min_box_frac}
+        return _identity(self)
 
 
 @dataclass
@@ -175,6 +284,15 @@ class LLMConfig:
     temperature: float = 0.0  # openai backend; the transformers backend always decodes greedily
     max_input_tokens: int = 2048  # transformers backend: longer prompts are cut in the middle
 
+    IDENTITY: ClassVar[tuple] = ("backend", "path", "gguf_file", "model", "prompt_version", "max_rounds",
+                                 "max_new_tokens", "max_input_chars", "min_chars", "max_chars", "dtype",
+                                 "temperature", "max_input_tokens")
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
+        "base_url": "where the model is served", "api_key_env": "credentials",
+        "prompt_dir": "the prompt files enter the identity by content",
+        "on_error": "what a failed item becomes; an item's output does not depend on it",
+        "timeout_s": "pacing", "retries": "pacing", "backoff_s": "pacing", "max_concurrency": "pacing"}
+
     def validate(self) -> None:
         _one_of("models.llm.backend", self.backend, ("transformers", "openai"))
         _one_of("models.llm.on_error", self.on_error, ("fallback", "error"))
@@ -190,11 +308,17 @@ class LLMConfig:
                               f"{self.max_rounds}/{self.retries}/{self.temperature}")
         for name in ("max_concurrency", "max_new_tokens", "max_input_chars", "max_input_tokens", "timeout_s"):
             _positive(f"models.llm.{name}", getattr(self, name))
+        self.prompt_digest()  # the prompt files exist and are valid: checked on the driver, before any work
 
     def identity(self) -> dict:
-        model = self.model if self.backend == "openai" else f"{self.path}#{self.gguf_file or ''}"
-        return {"backend": self.backend, "model": model, "prompt_version": self.prompt_version,
-                "rounds": self.max_rounds, "max_new_tokens": self.max_new_tokens}
+        return dict(_identity(self), prompts=self.prompt_digest())
+
+    def prompt_digest(self) -> str:
+        """Content hash of the prompt files of `prompt_version` (editing a prompt changes the recipe)."""
+        from vlclip_core.llm.prompts import load_prompts
+
+        prompts = load_prompts(self)
+        return _digest({"templates": prompts.templates, "system": prompts.system})[:16]
 
 
 @dataclass
@@ -207,6 +331,11 @@ class ClipConfig:
     precision: str = "fp32"  # fp32 | fp16 | bf16 (GPU)
     device: str = "auto"  # auto | cpu | cuda
 
+    IDENTITY: ClassVar[tuple] = ("model_name", "pretrained", "image_weight", "text_weight", "precision")
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
+        "config_dir": "the architecture JSON of model_name enters the identity by content",
+        "device": "placement (cpu and cuda compute the same model)"}
+
     def validate(self) -> None:
         _one_of("models.clip.precision", self.precision, ("fp32", "fp16", "bf16"))
         if self.image_weight < 0 or self.text_weight < 0 or self.image_weight + self.text_weight == 0:
@@ -214,8 +343,15 @@ class ClipConfig:
                               f"{self.image_weight}/{self.text_weight}")
 
     def identity(self) -> dict:
-        return {"model": self.model_name, "pretrained": self.pretrained,
-                "fusion": [self.image_weight, self.text_weight]}
+        return dict(_identity(self), architecture=self.architecture_digest())
+
+    def architecture_digest(self) -> Optional[str]:
+        """Content hash of model_name's JSON in config_dir (custom architectures), else None."""
+        path = os.path.join(self.config_dir, f"{self.model_name}.json") if self.config_dir else None
+        if not path or not os.path.isfile(path):
+            return None
+        with open(path, "rb") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()[:16]
 
 
 @dataclass
@@ -224,6 +360,10 @@ class ModelsConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     device: str = "auto"  # auto | cpu | cuda, for every stage
+
+    IDENTITY: ClassVar[tuple] = ()  # its sections enter model_version one by one
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {"device": "placement", "detector": "section",
+                                                  "llm": "section", "clip": "section"}
 
     def validate(self) -> None:
         _one_of("models.device", self.device, ("auto", "cpu", "cuda"))
@@ -243,11 +383,12 @@ class VlclipConfig:
     stages: StagesConfig = field(default_factory=StagesConfig)
     images: ImageConfig = field(default_factory=ImageConfig)
     models: ModelsConfig = field(default_factory=ModelsConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
 
     def validate(self) -> "VlclipConfig":
         if not (self.catalog.path or self.catalog.table):
             raise ConfigError("catalog.path (or catalog.table) is required")
-        for section in (self.catalog, self.job, self.stages, self.images, self.models):
+        for section in (self.catalog, self.warehouse, self.job, self.stages, self.images, self.models, self.index):
             section.validate()
         return self
 
@@ -256,9 +397,13 @@ class VlclipConfig:
 
     @property
     def model_version(self) -> str:
-        """Identity of the whole embedding recipe; embeddings of different recipes never mix."""
+        """Identity of the whole embedding recipe; embeddings of different recipes never mix.
+
+        It covers every field that changes an output (each section's IDENTITY) and, by content, the
+        prompt files and a custom CLIP architecture.
+        """
         recipe = {"detector": self.models.detector.identity(), "llm": self.models.llm.identity(),
-                  "clip": self.models.clip.identity(), "max_side": self.images.max_side}
+                  "clip": self.models.clip.identity(), "images": _identity(self.images)}
         return f"{_slug(self.models.clip.model_name)}-{_digest(recipe)[:12]}"
 
     @property
@@ -274,7 +419,10 @@ def load_config(path: Optional[str] = None, overrides: tuple = ()) -> VlclipConf
     raw: dict = {}
     if path:
         with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh) or {}
+            try:
+                raw = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as err:
+                raise ConfigError(f"{path}: not valid YAML: {err}") from err
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     for item in overrides:
@@ -292,7 +440,15 @@ def _apply_override(raw: dict, item: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"--set {key}: {part} is not a section")
-    node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    try:
+        node[parts[-1]] = yaml.safe_load(value) if value.strip() else None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"--set {key.strip()}: {value!r} is not a valid YAML value "
+                          f"({_yaml_problem(err)}); quote it, e.g. {key.strip()}='\"...\"'") from err
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    return str(getattr(err, "problem", None) or err).strip()
 
 
 def build(cls, raw: Any, where: str):
@@ -325,6 +481,33 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
 
 
 _OPTIONAL_TYPES = {"Optional[float]": float, "Optional[int]": int, "Optional[str]": str}
+
+
+def _identity(section) -> dict:
+    """The section's fields that change an output (its IDENTITY)."""
+    return {name: getattr(section, name) for name in type(section).IDENTITY}
+
+
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def check_run_id(run_id: str, name: str = "run_id") -> str:
+    """A run id is a directory name and a SQL literal: letters, digits and . _ : - only."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ConfigError(f"{name} must be 1-128 of letters, digits and . _ : - (starting with a letter or "
+                          f"digit), got {run_id!r}")
+    return run_id
+
+
+def check_prompt_template(template: str) -> None:
+    """The detector prompt template may use {product_type} only (the item's type, or title words)."""
+    try:
+        rendered = template.format(product_type="x")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(f"models.detector.prompt_template may only use {{product_type}}, "
+                          f"got {template!r}") from err
+    if not rendered.strip():
+        raise ConfigError(f"models.detector.prompt_template renders an empty prompt: {template!r}")
 
 
 def _one_of(name: str, value: Any, allowed: tuple) -> None:

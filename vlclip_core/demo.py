@@ -30,10 +30,10 @@ ORDER BY cosine DESC LIMIT {k}"""
 
 
 def prepare_inputs(config: VlclipConfig, items: int) -> None:
-    from vlclip_core.models.tiny import build_tiny_models
+    from vlclip_core.preflight import build_missing_tiny_models
     from vlclip_core.sample_catalog import make_sample_catalog
 
-    build_tiny_models(os.path.dirname(config.models.detector.path.rstrip("/")) or "models/tiny")
+    build_missing_tiny_models(config)
     if not os.path.exists(config.catalog.path):
         sample_root = os.path.dirname(config.catalog.path.rstrip("/"))
         made = make_sample_catalog(sample_root, n_items=items)

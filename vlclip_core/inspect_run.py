@@ -20,12 +20,14 @@ def latest_run_id(tables: Tables) -> str:
 
 def run_items(spark, config: VlclipConfig, run_id: Optional[str], limit: int) -> list:
     """Rows of the embeddings table written by `run_id`, joined with the catalog's original texts."""
+    from pyspark.sql import functions as F
+
     tables = Tables(spark, config.warehouse)
     run_id = run_id or latest_run_id(tables)
     catalog = read_catalog(spark, config.catalog)
     extra = ["true_box"] if "true_box" in catalog.columns else []
     originals = normalise(catalog).join(catalog.select(S.ITEM_ID, *extra), S.ITEM_ID) if extra else normalise(catalog)
-    emb = (tables.read("embeddings").where(f"run_id = '{run_id}'")
+    emb = (tables.read("embeddings").where(F.col(S.RUN_ID) == F.lit(run_id))
            .select(S.ITEM_ID, S.ENRICHED_TEXT, S.ENRICHMENT_STATUS, "grounding_box", "grounding_score", "grounded"))
     rows = emb.join(originals.drop(S.ATTRIBUTES), S.ITEM_ID).orderBy(S.ITEM_ID).limit(limit).collect()
     return [row.asDict() for row in rows]

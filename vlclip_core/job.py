@@ -1,7 +1,6 @@
 """One run of the catalog-embedding job: stage the work set (Spark), run the stages (Ray), commit (Delta MERGE)."""
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import time
@@ -11,14 +10,17 @@ from typing import Callable, Dict, List, Optional
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import load_hashed, load_valid_and_invalid
+from vlclip_core.catalog import load_hashed, normalise, read_catalog
 from vlclip_core.config import ConfigError, VlclipConfig, _digest
+from vlclip_core.failed_images import record_failures
 from vlclip_core.pipeline import PipelineResult, run_pipeline
-from vlclip_core.runs import (COMMITTED, PROCESSED, STAGED, STAGING, RunLock, RunState, create_run,
-                              find_unfinished, new_run_id, open_run, utcnow)
+from vlclip_core.preflight import check_models
+from vlclip_core.runs import (COMMITTED, FAILED, FINAL, PROCESSED, STAGED, STAGING, RunState, create_run,
+                              find_unfinished, new_run_id, open_run, run_lock, utcnow)
 from vlclip_core.spark_session import get_spark
-from vlclip_core.tables import (Tables, delete_removed_items, insert_new, merge_embeddings, replace_run_errors,
-                                literal_row, table_schema, write_run)
+from vlclip_core.tables import (Tables, delete_removed_items, insert_new, literal_row, merge_embeddings,
+                                removed_items, replace_run_errors, table_schema, write_run)
+from vlclip_core.thresholds import RunThresholdError, breaches
 from vlclip_core.workset import stage_work
 
 log = logging.getLogger(__name__)
@@ -41,6 +43,7 @@ class RunReport:
     items_embedded: int = 0
     items_failed: int = 0
     items_removed: int = 0
+    items_skipped: int = 0  # not fetched: their image failed for good recently (failed_images)
     detector_calls: int = 0
     llm_calls: int = 0
     stage_seconds: Dict[str, float] = field(default_factory=dict)
@@ -64,12 +67,13 @@ def detector_identity(config: VlclipConfig) -> str:
 def run_job(config: VlclipConfig, spark=None) -> RunReport:
     """Run (or resume) one job run end to end and return its report; raises on failure after recording it."""
     _check_job_config(config)
+    check_models(config)
     spark = spark or get_spark(config.spark)
     tables = Tables(spark, config.warehouse)
     tables.ensure_all()
     staging = config.warehouse.staging()
     storage.makedirs(staging)
-    with RunLock(staging, config.job.run_id or config.job.mode):
+    with run_lock(spark, staging, config.warehouse.run_lock, config.job.run_id or config.job.mode):
         state = _open_state(config, staging)
         report = _new_report(config, state, tables)
         try:
@@ -90,8 +94,8 @@ def _open_state(config: VlclipConfig, staging: str) -> RunState:
     job = config.job
     if job.run_id:
         state = open_run(staging, job.run_id)
-        if state and state.status == COMMITTED:
-            raise ConfigError(f"run {job.run_id} is already committed; start a new run without job.run_id")
+        if state and state.status in FINAL:
+            raise ConfigError(f"run {job.run_id} is already {state.status}; start a new run without job.run_id")
         if state:
             log.info("resuming run %s (status %s)", state.run_id, state.status)
             return state
@@ -122,7 +126,7 @@ def _advance(spark, tables: Tables, state: RunState, config: VlclipConfig, repor
         state.save(status=PROCESSED)
     _timed(report, "commit", lambda: commit(spark, tables, state, config, report))
     state.save(status=COMMITTED)
-    report.status = "succeeded"
+    report.status = "degraded" if report.status == "degraded" else "succeeded"
     report.finished_at = utcnow()
     record_run(spark, tables, state, report)
 
@@ -137,39 +141,82 @@ def _timed(report: RunReport, phase: str, fn):
 
 def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None:
     hashed = load_hashed(spark, config.catalog, config.model_version)
-    counts = stage_work(spark, hashed, tables, state, config.job.shard_size, detector_identity(config),
-                        (config.model_version, llm_identity(config)))
-    log.info("catalog: %d item(s) seen, %d invalid, %d selected (%s mode) in %d shard(s)", counts.items_seen,
-             counts.items_invalid, counts.items_selected, state.manifest["mode"], counts.shards)
+    counts = stage_work(spark, hashed, tables, state, config.job.shard_size, (detector_identity(config),
+                        config.model_version, llm_identity(config)), config.images.retry_failed_after_hours)
+    log.info("catalog: %d item(s) seen, %d invalid, %d selected (%s mode) in %d shard(s), %d skipped (image "
+             "failed for good recently)", counts.items_seen, counts.items_invalid, counts.items_selected,
+             state.manifest["mode"], counts.shards, counts.items_skipped)
 
 
 def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport) -> None:
-    """Merge the staged results into the Delta tables; safe to repeat after a failed attempt."""
+    """Merge the staged results into the Delta tables; safe to repeat after a failed attempt.
+
+    The run's counts are taken first and checked against job.thresholds: a breach with on_breach=fail
+    writes the error rows and caches but not the embeddings, and raises RunThresholdError; with
+    on_breach=degraded everything is written and the run is reported as degraded.
+    """
     results = _read_outputs(spark, state)
-    writes = []
-    if results is not None:
-        results = results.cache()
-        writes.append(functools.partial(merge_embeddings, tables, _embedding_rows(results, state),
-                                        config.model_version, update_unchanged=state.manifest["mode"] == "backfill"))
-        writes += _cache_writes(tables, results, config)
+    results = results.cache() if results is not None else None
     errors = _error_rows(spark, state, results, config.model_version)
-    if errors is not None:
-        errors = errors.cache()
-        writes.append(functools.partial(replace_run_errors, tables, errors, state.run_id))
-    run_concurrently(writes)
-    error_counts = []
-    if errors is not None:
-        error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect()
-        errors.unpersist()
+    errors = errors.cache() if errors is not None else None
+    error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect() if errors is not None else []
     _fill_counts(report, state, error_counts)
     report.outcome_counts = outcome_counts(results, error_counts)
+    breached = breaches(config.job.thresholds, report.items_seen, report.items_selected, report.outcome_counts)
+    publish = not breached or config.job.thresholds.on_breach == "degraded"
+    run_concurrently(_commit_writes(tables, state, config, results, errors, publish))
+    for frame in (results, errors):
+        if frame is not None:
+            frame.unpersist()
+    if breached:
+        _breach(report, breached, publish)
     if config.job.removed_items == "delete":
-        ids = load_valid_and_invalid(spark, config.catalog, config.model_version, "")[0].select(S.ITEM_ID)
-        report.items_removed = delete_removed_items(tables, ids, config.model_version)
+        report.items_removed = remove_items(spark, tables, config)
+    log.info("commit: %d embedded, %d failed, %d removed, %d skipped", report.items_embedded, report.items_failed,
+             report.items_removed, report.items_skipped)
+
+
+def _commit_writes(tables: Tables, state: RunState, config: VlclipConfig, results, errors,
+                   publish: bool) -> List[Callable[[], None]]:
+    """The run's independent table writes: embeddings (when published), caches, failed images, errors."""
+    writes = []
     if results is not None:
-        results.unpersist()
-    log.info("commit: %d embedded, %d failed, %d removed", report.items_embedded, report.items_failed,
-             report.items_removed)
+        if publish:
+            writes.append(functools.partial(merge_embeddings, tables, _embedding_rows(results, state),
+                                            config.model_version,
+                                            update_unchanged=state.manifest["mode"] == "backfill"))
+        writes += _cache_writes(tables, results, config)
+        writes.append(functools.partial(record_failures, tables, results, state.run_id))
+    if errors is not None:
+        writes.append(functools.partial(replace_run_errors, tables, errors, state.run_id))
+    return writes
+
+
+def _breach(report: RunReport, breached: List[str], published: bool) -> None:
+    message = "thresholds breached (job.thresholds): " + "; ".join(breached)
+    if not published:
+        report.items_embedded = 0  # processed, but none merged
+        raise RunThresholdError(message + ". The run's embeddings were not merged; error rows and caches were "
+                                "written; its items are selected again by the next run")
+    log.warning("%s: the run is degraded", message)
+    report.status, report.message = "degraded", message
+
+
+def remove_items(spark, tables: Tables, config: VlclipConfig) -> int:
+    """Delete the version's embeddings of items in no catalog row, guarded by job.max_removed_fraction."""
+    from pyspark.sql import functions as F
+
+    ids = normalise(read_catalog(spark, config.catalog)).select(S.ITEM_ID)
+    gone = removed_items(tables, ids, config.model_version).count()
+    if not gone:
+        return 0
+    stored = tables.read("embeddings").where(F.col(S.MODEL_VERSION) == F.lit(config.model_version)).count()
+    if gone > config.job.max_removed_fraction * stored:
+        raise RunThresholdError(f"job.removed_items=delete would delete {gone} of {stored} embeddings of "
+                                f"{config.model_version} (more than job.max_removed_fraction="
+                                f"{config.job.max_removed_fraction}); nothing was deleted. Check the catalog, "
+                                f"or raise job.max_removed_fraction")
+    return delete_removed_items(tables, ids, config.model_version)
 
 
 def _read_outputs(spark, state: RunState):
@@ -256,6 +303,7 @@ def _fill_counts(report: RunReport, state: RunState, error_counts: list) -> None
     report.items_seen = int(manifest.get("items_seen", 0))
     report.items_selected = int(manifest.get("items_selected", 0))
     report.items_invalid = int(manifest.get("items_invalid", 0))
+    report.items_skipped = int(manifest.get("items_skipped", 0))
     report.items_embedded = totals.ok
     report.items_failed = totals.errors + report.items_invalid
     report.detector_calls = totals.detector_items
@@ -290,7 +338,7 @@ def _record_failure(spark, tables: Tables, state: RunState, report: RunReport, e
     report.status = "failed"
     report.finished_at = utcnow()
     report.message = f"{type(err).__name__}: {err}"[:2000]
-    state.save(last_error=report.message)
+    state.save(last_error=report.message, **({"status": FAILED} if isinstance(err, RunThresholdError) else {}))
     try:
         record_run(spark, tables, state, report)
     except Exception as write_err:  # noqa: BLE001 - the original failure is what the caller must see

@@ -1,6 +1,7 @@
 """Run identity and staged state: run ids, the run directory, its manifest, shard markers, resume, run lock."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -14,8 +15,10 @@ from vlclip_core import storage
 
 log = logging.getLogger(__name__)
 
-# manifest status, in order
+# manifest status, in order; FAILED ends a run that breached its thresholds (never resumed)
 STAGING, STAGED, PROCESSED, COMMITTED = "staging", "staged", "processed", "committed"
+FAILED = "failed"
+FINAL = (COMMITTED, FAILED)
 
 
 class RunLockedError(RuntimeError):
@@ -105,29 +108,26 @@ def find_unfinished(staging: str, mode: str, model_version: str) -> Optional[Run
     """The newest run of this mode and model_version that never committed (resumable)."""
     for name in reversed(storage.list_dir(staging)):
         state = open_run(staging, name) if not name.startswith("_") else None
-        if state and state.status != COMMITTED and state.manifest.get("mode") == mode \
+        if state and state.status not in FINAL and state.manifest.get("mode") == mode \
                 and state.manifest.get("model_version") == model_version:
             return state
     return None
 
 
 class RunLock:
-    """An exclusive lock file in the staging root so that two runs never share a warehouse.
-
-    Local and POSIX-mounted staging directories get an O_EXCL lock file; a lock left by a dead
-    process on this host is taken over. On object stores Delta's optimistic concurrency is the guard.
-    """
+    """An exclusive lock file in a local or POSIX-mounted staging root (O_EXCL), so that two runs never
+    share a warehouse; a lock left by a dead process on this host is taken over. Object stores have no
+    exclusive create: they take a DeltaRunLock (warehouse.run_lock)."""
 
     def __init__(self, staging: str, run_hint: str):
+        if not is_local(staging):
+            raise ValueError(f"a lock file needs a local or mounted staging directory, got {staging!r}")
         self.path = storage.join(staging, "_LOCK")
-        self.info = {"pid": os.getpid(), "host": socket.gethostname(), "run": run_hint,
-                     "since": utcnow().isoformat()}
-        self.local = "://" not in staging or staging.startswith("file://")
+        self.info = holder_info(run_hint)
         self.held = False
 
     def __enter__(self) -> "RunLock":
-        if self.local:
-            self._acquire_local()
+        self._acquire_local()
         return self
 
     def __exit__(self, *exc) -> None:
@@ -160,6 +160,99 @@ class RunLock:
             os.unlink(path)
             return
         raise RunLockedError(f"another vlclip run holds {path}: {json.dumps(holder)}")
+
+
+def is_local(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def holder_info(run_hint: str) -> Dict:
+    return {"pid": os.getpid(), "host": socket.gethostname(), "run": run_hint, "since": utcnow().isoformat(),
+            "token": uuid.uuid4().hex}
+
+
+class DeltaRunLock:
+    """The run lock as a row of a Delta table under the staging root, for object-store staging.
+
+    Taking it is a MERGE that inserts the lock row when there is none: of two runs that try at once,
+    Delta's optimistic concurrency lets one commit and fails the other with a conflict, so at most
+    one holds it (on S3 this needs Delta's multi-writer log store, as every concurrent Delta write
+    does). A lock whose holder died must be removed by hand: `vlclip unlock --config ...`.
+    """
+
+    KEY = "warehouse"
+
+    def __init__(self, spark, staging: str, run_hint: str):
+        self.spark = spark
+        self.location = storage.spark_path(storage.join(staging, "_run_lock"))
+        self.info = holder_info(run_hint)
+        self.held = False
+
+    def __enter__(self) -> "DeltaRunLock":
+        self._ensure_table()
+        holder = self.holder()
+        if holder is not None:
+            raise RunLockedError(f"another vlclip run holds the lock table {self.location}: {holder}")
+        if not self._insert():
+            raise RunLockedError(f"another vlclip run took the lock table {self.location} at the same time: "
+                                 f"{self.holder()}")
+        self.held = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.held:
+            self._table().delete(f"lock = '{self.KEY}' AND token = '{self.info['token']}'")
+            self.held = False
+
+    def holder(self) -> Optional[str]:
+        rows = self._table().toDF().where(f"lock = '{self.KEY}'").select("holder").collect()
+        return rows[0]["holder"] if rows else None
+
+    def release_by_hand(self) -> Optional[str]:
+        """Remove the lock row whoever holds it (the holder died); returns who held it."""
+        holder = self.holder()
+        if holder is not None:
+            self._table().delete(f"lock = '{self.KEY}'")
+        return holder
+
+    def _insert(self) -> bool:
+        from pyspark.sql import functions as F
+
+        row = self.spark.range(1).select(F.lit(self.KEY).alias("lock"), F.lit(self.info["token"]).alias("token"),
+                                         F.lit(json.dumps(self.info, sort_keys=True)).alias("holder"))
+        try:
+            metrics = (self._table().alias("t").merge(row.alias("s"), "t.lock = s.lock")
+                       .whenNotMatchedInsertAll().execute().first())
+        except Exception as err:  # noqa: BLE001 - a concurrent commit: the other run won
+            if "Concurrent" not in type(err).__name__ and "concurrent" not in str(err).lower():
+                raise
+            log.info("lost the race for the run lock: %s", type(err).__name__)
+            return False
+        return int(metrics["num_inserted_rows"]) == 1
+
+    def _ensure_table(self) -> None:
+        from delta.tables import DeltaTable
+
+        (DeltaTable.createIfNotExists(self.spark).location(self.location)
+         .addColumn("lock", "STRING").addColumn("token", "STRING").addColumn("holder", "STRING").execute())
+
+    def _table(self):
+        from delta.tables import DeltaTable
+
+        return DeltaTable.forPath(self.spark, self.location)
+
+
+def run_lock(spark, staging: str, mode: str, run_hint: str):
+    """The lock for warehouse.run_lock: file (local or mounted staging), delta (any staging), none, or
+    auto (file for local staging, delta otherwise). `none`: the user's scheduler never overlaps runs."""
+    if mode == "auto":
+        mode = "file" if is_local(staging) else "delta"
+    if mode == "file":
+        return RunLock(staging, run_hint)
+    if mode == "delta":
+        return DeltaRunLock(spark, staging, run_hint)
+    log.warning("warehouse.run_lock=none: nothing stops two runs on this warehouse at once")
+    return contextlib.nullcontext()
 
 
 def _read_text(path: str) -> str:

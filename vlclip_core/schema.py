@@ -83,7 +83,7 @@ message STRING, occurred_at TIMESTAMP
 RUNS_DDL = """
 run_id STRING NOT NULL, mode STRING, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP,
 items_seen BIGINT, items_invalid BIGINT, items_selected BIGINT, items_embedded BIGINT, items_failed BIGINT,
-items_removed BIGINT, detector_calls BIGINT, llm_calls BIGINT,
+items_removed BIGINT, items_skipped BIGINT, detector_calls BIGINT, llm_calls BIGINT,
 stage_seconds MAP<STRING,DOUBLE>, stage_items_per_s MAP<STRING,DOUBLE>, error_counts MAP<STRING,BIGINT>,
 outcome_counts MAP<STRING,BIGINT>,
 config_hash STRING, model_version STRING, message STRING
@@ -98,10 +98,42 @@ ENRICHMENT_CACHE_DDL = """
 text_hash STRING NOT NULL, enriched_text STRING, status STRING, reason STRING, created_at TIMESTAMP
 """
 
+# Images that failed for good (HTTP 404/410, missing file), so they are not fetched every run.
+FAILED_IMAGES_DDL = """
+image_uri STRING NOT NULL, error_type STRING, message STRING, failures BIGINT, first_failed_at TIMESTAMP,
+last_failed_at TIMESTAMP, run_id STRING
+"""
+PERMANENT_FETCH_ERRORS = ("http_404", "http_410", "missing_file", "not_a_file")
+
+TRAINING_RUNS_DDL = """
+run_id STRING NOT NULL, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP,
+data_table STRING, data_version BIGINT, data_model_version STRING, dataset_id STRING, ablation STRING,
+train_items BIGINT, eval_items BIGINT, failed_items BIGINT, model_name STRING, init_checkpoint STRING,
+output_checkpoint STRING, output_model_version STRING, hyper_parameters MAP<STRING,STRING>,
+steps BIGINT, resumed_from_step BIGINT, losses ARRAY<FLOAT>, final_loss FLOAT, pairs_per_s DOUBLE,
+config_hash STRING, message STRING
+"""
+
+EVALUATIONS_DDL = """
+model_version STRING NOT NULL, eval_id STRING NOT NULL, ablation STRING NOT NULL, task STRING NOT NULL,
+product_type STRING NOT NULL, checkpoint STRING, data_version BIGINT, data_model_version STRING,
+queries BIGINT, gallery BIGINT, hits_at_1 DOUBLE, hits_at_5 DOUBLE, hits_at_10 DOUBLE, mrr DOUBLE,
+ndcg_at_10 DOUBLE, evaluated_at TIMESTAMP
+"""
+EVAL_KEY = ("model_version", "eval_id", "ablation", "task", "product_type")
+ALL_PRODUCT_TYPES = "__all__"  # evaluations.product_type of the overall row
+
+# Written by the training and evaluation jobs only: the embedding job creates every table in TABLES.
+TRAINING_TABLES = {
+    "training_runs": TRAINING_RUNS_DDL,
+    "evaluations": EVALUATIONS_DDL,
+}
+
 TABLES = {
     "embeddings": EMBEDDINGS_DDL,
     "embedding_errors": ERRORS_DDL,
     "runs": RUNS_DDL,
     "grounding_cache": GROUNDING_CACHE_DDL,
     "enrichment_cache": ENRICHMENT_CACHE_DDL,
+    "failed_images": FAILED_IMAGES_DDL,
 }

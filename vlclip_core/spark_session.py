@@ -36,6 +36,7 @@ def get_spark(cfg: SparkConfig):
     """
     from pyspark.sql import SparkSession
 
+    keep_py4j_connections_across_fork()
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
@@ -62,3 +63,28 @@ def _delta_jars_missing() -> bool:
     """True unless spark-submit already put the Delta jars on the classpath."""
     submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "") + os.environ.get("SPARK_SUBMIT_OPTS", "")
     return "delta-spark" not in submitted and "io.delta" not in submitted
+
+
+def keep_py4j_connections_across_fork() -> None:
+    """Stop forked children from shutting down the driver's py4j sockets (once per process).
+
+    py4j keeps one connection per Python thread and closes it from a thread-local finalizer when the
+    thread ends. A child forked with Python code to run before exec (subprocess with preexec_fn, as
+    ray.init starts its processes) drops the thread-locals of every thread but the forking one, so
+    the child ran those finalizers and shut down sockets it shares with the driver: the JVM then
+    reset the driver's connections (py4j logged "Connection reset" and reconnected). The finalizer
+    now closes a connection only in the process that made it.
+    """
+    from py4j import clientserver
+
+    finalizer = clientserver.ThreadLocalConnectionFinalizer
+    if getattr(finalizer, "_vlclip_owner_pid", None) is not None:
+        return
+    close = finalizer.__del__
+
+    def close_in_owner(self) -> None:
+        if os.getpid() == finalizer._vlclip_owner_pid:
+            close(self)
+
+    finalizer._vlclip_owner_pid = os.getpid()
+    finalizer.__del__ = close_in_owner

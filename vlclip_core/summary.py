@@ -13,7 +13,7 @@ def format_summary(report) -> str:
         f"  model_version   {report.model_version}",
         f"  items           seen {report.items_seen}, invalid {report.items_invalid}, "
         f"selected {report.items_selected}, embedded {report.items_embedded}, failed {report.items_failed}, "
-        f"removed {report.items_removed}",
+        f"removed {report.items_removed}, skipped {report.items_skipped} (image failed for good recently)",
         f"  model calls     detector items {report.detector_calls}, llm requests {report.llm_calls}",
     ]
     stages = [f"{k} {v:.1f}s" for k, v in report.stage_seconds.items()]

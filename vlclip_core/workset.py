@@ -8,9 +8,10 @@ from typing import Dict, Tuple
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import CONTENT_HASH_PREFIX, flag_invalid, legacy_content_hash, with_text_hashes
+from vlclip_core.catalog import flag_invalid, with_text_hashes
+from vlclip_core.failed_images import split_known_failures
 from vlclip_core.runs import RunState
-from vlclip_core.tables import HASH_SCHEME_PROPERTY, Tables
+from vlclip_core.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -21,36 +22,31 @@ class StagedCounts:
     items_invalid: int
     items_selected: int
     shards: int
+    items_skipped: int = 0  # selected, but their image failed for good recently: not staged
 
 
 # Every catalog row gets one class in the selection plan, so one Spark action counts them all.
 CLASS = "_class"
 INVALID, SELECTED, CURRENT = "invalid", "selected", "current"
-# Stored with the first release's content hash (SHA-256 of the row's JSON): compared in that scheme by a
-# second plan, only when there are such rows (classify(compare_legacy=True)).
-LEGACY = "legacy"
 CURRENT_HASH = "_current_hash"
 FROM_CATALOG, STORED_HASH, DUPS = "_from_catalog", "_stored_hash", "_catalog_rows"
 
 
-def classify(hashed, tables: Tables, mode: str, model_version: str, compare_legacy: bool = False):
-    """A load_hashed() catalog, flagged, with a `_class` column: invalid, selected (to embed), current,
-    or (unless compare_legacy) legacy.
+def classify(hashed, tables: Tables, mode: str, model_version: str):
+    """A load_hashed() catalog, flagged, with a `_class` column: invalid, selected (to embed) or current.
 
     Incremental selects items whose (item_id, model_version) is missing or whose content hash changed;
     backfill selects every valid item. Incremental puts the catalog and the stored (item_id, hash) rows
     of the version in one union partitioned by item_id: one window over it counts the catalog's rows of
     each id (the duplicate check) and finds the stored hash, so the plan has one exchange and one sort
-    (a join would shuffle and sort each side, and aggregate the stored side to one row per id). A stored
-    hash of the first release's scheme is compared with that scheme only under compare_legacy: the
-    expression needs the whole row, which the plain plan does not shuffle.
+    (a join would shuffle and sort each side, and aggregate the stored side to one row per id).
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
     if mode == "backfill":
         df = flag_invalid(hashed)
-        selected, legacy = F.lit(True), F.lit(False)
+        selected = F.lit(True)
     else:
         stored = (tables.read("embeddings").where(F.col(S.MODEL_VERSION) == model_version)
                   .select(S.ITEM_ID, F.col(S.CONTENT_HASH).alias(STORED_HASH), F.lit(False).alias(FROM_CATALOG)))
@@ -61,13 +57,9 @@ def classify(hashed, tables: Tables, mode: str, model_version: str, compare_lega
                            F.count(F.when(F.col(FROM_CATALOG), 1)).over(by_id).alias(DUPS), FROM_CATALOG)
         df = flag_invalid(both.where(F.col(FROM_CATALOG)), F.col(DUPS))
         stored = F.col(CURRENT_HASH)
-        legacy = stored.isNotNull() & ~stored.startswith(CONTENT_HASH_PREFIX)
-        selected = stored.isNull() | (~legacy & (stored != F.col(S.CONTENT_HASH)))
-        if compare_legacy:
-            selected = selected | (legacy & (stored != legacy_content_hash(model_version)))
-            legacy = F.lit(False)
+        selected = stored.isNull() | (stored != F.col(S.CONTENT_HASH))
     cls = (F.when(F.col(S.ERROR_TYPE).isNotNull(), F.lit(INVALID)).when(selected, F.lit(SELECTED))
-           .when(legacy, F.lit(LEGACY)).otherwise(F.lit(CURRENT)))
+           .otherwise(F.lit(CURRENT)))
     return df.withColumn(CLASS, cls).drop(FROM_CATALOG, DUPS)
 
 
@@ -99,39 +91,36 @@ def assign_shards(work, n_items: int, shard_size: int):
     return work.withColumn(S.SHARD_ID, F.pmod(F.xxhash64(S.ITEM_ID), F.lit(n_shards)).cast("int")), n_shards
 
 
-def stage_work(spark, hashed, tables: Tables, state: RunState, shard_size: int, detector_id: str,
-               hashes: Tuple[str, str]) -> StagedCounts:
+def stage_work(spark, hashed, tables: Tables, state: RunState, shard_size: int, identities: Tuple[str, str, str],
+               retry_failed_after_hours: float) -> StagedCounts:
     """Write the work set and the invalid catalog rows under the run directory; record shard sizes.
 
-    One Spark action counts the rows of each class; the work set and the invalid rows are written
-    (each a second pass over the catalog) only when there are some, so a run that selects nothing
-    makes one pass and writes nothing but its manifest. The recorded counts are those of the files
-    written, so they agree with what the later phases read even if the catalog changed meanwhile.
+    `identities`: (detector id, model_version, LLM identity). One Spark action counts the rows of each
+    class; the work set and the invalid rows are written (each a second pass over the catalog) only
+    when there are some, so a run that selects nothing makes one pass and writes nothing but its
+    manifest. Selected items whose image failed for good within `retry_failed_after_hours` are
+    skipped (counted). The recorded counts are those of the files written, so they agree with what
+    the later phases read even if the catalog changed meanwhile.
     """
     from pyspark.sql import functions as F
 
-    mode = state.manifest["mode"]
-    model_version, llm_identity = hashes
-    # A table made by the first release holds SHA-256 hashes: compare them in the one plan. Otherwise
-    # the plain plan, and a second one only if it meets such rows anyway (copied in from elsewhere).
-    first_release_table = mode != "backfill" and HASH_SCHEME_PROPERTY not in tables.properties("embeddings")
-    classified = classify(hashed, tables, mode, model_version, compare_legacy=first_release_table)
+    detector_id, model_version, llm_identity = identities
+    classified = classify(hashed, tables, state.manifest["mode"], model_version)
     counts = _count_classes(classified)
-    if counts.get(LEGACY):
-        log.info("%d stored item(s) hold the first release's content hash: comparing them in that scheme "
-                 "(a second pass over the catalog)", counts[LEGACY])
-        classified = classify(hashed, tables, mode, model_version, compare_legacy=True)
-        counts = _count_classes(classified)
-    shard_rows = _write_work(spark, classified.where(F.col(CLASS) == SELECTED), tables, state,
-                             counts.get(SELECTED, 0), shard_size, (detector_id, llm_identity))
+    work, skipped = classified.where(F.col(CLASS) == SELECTED), 0
+    if counts.get(SELECTED):
+        work, known = split_known_failures(work, tables, retry_failed_after_hours)
+        skipped = known.count() if known is not None else 0
+    shard_rows = _write_work(spark, work, tables, state, counts.get(SELECTED, 0) - skipped, shard_size,
+                             (detector_id, llm_identity))
     n_selected = sum(shard_rows.values())
     n_invalid = _write_invalid(spark, classified.where(F.col(CLASS) == INVALID), state, counts.get(INVALID, 0))
-    if (n_selected, n_invalid) != (counts.get(SELECTED, 0), counts.get(INVALID, 0)):
-        log.warning("the catalog changed while it was staged: counted %d selected / %d invalid, staged %d / %d",
-                    counts.get(SELECTED, 0), counts.get(INVALID, 0), n_selected, n_invalid)
-    staged = StagedCounts(sum(counts.values()), n_invalid, n_selected, len(shard_rows))
+    if (n_selected + skipped, n_invalid) != (counts.get(SELECTED, 0), counts.get(INVALID, 0)):
+        log.warning("the catalog changed while it was staged: counted %d selected / %d invalid, staged %d (+%d "
+                    "skipped) / %d", counts.get(SELECTED, 0), counts.get(INVALID, 0), n_selected, skipped, n_invalid)
+    staged = StagedCounts(sum(counts.values()), n_invalid, n_selected, len(shard_rows), skipped)
     state.save(shards={str(k): v for k, v in shard_rows.items()}, items_seen=staged.items_seen,
-               items_invalid=staged.items_invalid, items_selected=staged.items_selected)
+               items_invalid=staged.items_invalid, items_selected=staged.items_selected, items_skipped=skipped)
     return staged
 
 

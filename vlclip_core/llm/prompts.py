@@ -14,6 +14,8 @@ SYSTEM_FILE = "system.txt"  # optional
 FIELDS = ("title", "description", "product_type", "attributes", "summary", "missing", "reasons")
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _REPO_ROOT = Path(__file__).resolve().parents[2]
+_PACKAGED = Path(__file__).resolve().parents[1] / "prompts"  # conf/prompts as installed package data
+DEFAULT_PROMPT_DIR = "conf/prompts"
 
 Message = Dict[str, str]
 
@@ -43,11 +45,14 @@ def render(template: str, fields: Dict[str, str]) -> str:
 
 
 def resolve_prompt_dir(prompt_dir: str) -> Path:
-    """An absolute dir as is; a relative one under the current dir, else under the repo root."""
+    """An absolute dir as is; a relative one under the current dir, else under the repo root; the
+    default (conf/prompts) of an installed vlclip without the repository: the packaged copy."""
     path = Path(prompt_dir)
     if path.is_absolute() or path.is_dir():
         return path
-    return _REPO_ROOT / path
+    if (_REPO_ROOT / path).is_dir() or path != Path(DEFAULT_PROMPT_DIR):
+        return _REPO_ROOT / path
+    return _PACKAGED
 
 
 def load_prompts(config: LLMConfig) -> PromptSet:

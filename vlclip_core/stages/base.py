@@ -4,7 +4,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from typing import Callable, Dict, Sequence
+from typing import Dict, Sequence
 
 import numpy as np
 

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from vlclip_core import schema as S
-from vlclip_core.config import ConfigError, DetectorConfig, VlclipConfig
+from vlclip_core.config import DetectorConfig, VlclipConfig, check_prompt_template
 from vlclip_core.models.detector import Candidate
 from vlclip_core.stages.base import Batch, BatchStage, ItemError, mark_error
 
@@ -119,7 +119,7 @@ class GroundingStage(BatchStage):
 
     def __init__(self, config: VlclipConfig, detector=None):
         self.cfg: DetectorConfig = config.models.detector
-        _check_template(self.cfg.prompt_template)
+        check_prompt_template(self.cfg.prompt_template)
         self.batch_size = config.stages.grounding.batch_size
         if detector is None:
             from vlclip_core.models.detector import load_detector
@@ -222,14 +222,6 @@ def _group_by_prompt(rows: List[int], prompts: Dict[int, str]) -> Dict[str, List
     for r in rows:
         groups.setdefault(prompts[r], []).append(r)
     return groups
-
-
-def _check_template(template: str) -> None:
-    try:
-        template.format(product_type="x")
-    except (KeyError, IndexError, ValueError) as err:
-        raise ConfigError(f"models.detector.prompt_template may only use {{product_type}}, "
-                          f"got {template!r}") from err
 
 
 def clear_rows(batch: Batch, column: str, rows: List[int]) -> None:

@@ -1,0 +1,46 @@
+"""Driver-side model checks: every bad model path or hub id is named before any Spark or Ray work."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from vlclip_core.config import ConfigError, load_config
+from vlclip_core.models.tiny import tiny_overrides
+from vlclip_core.preflight import check_models
+
+
+def test_the_tiny_models_pass(tiny_models):
+    check_models(load_config("conf/tiny.yaml", tiny_overrides(tiny_models) + ("profile=custom",)))
+
+
+def test_every_missing_model_is_named_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    config = load_config("conf/tiny.yaml", (
+        "profile=custom", f"models.detector.path={tmp_path}/nowhere/detector", "models.llm.path=acme/no-such-llm",
+        f"models.clip.pretrained={tmp_path}/clip.pt", f"models.clip.config_dir={tmp_path}/arch"))
+    with pytest.raises(ConfigError) as err:
+        check_models(config)
+    message = str(err.value)
+    assert f"models.detector.path='{tmp_path}/nowhere/detector' does not exist" in message
+    assert "models.llm.path='acme/no-such-llm' is not a local directory and not in the Hugging Face cache" in message
+    assert f"models.clip.pretrained='{tmp_path}/clip.pt' is not a file" in message
+    assert f"models.clip.config_dir='{tmp_path}/arch' is not a directory" in message
+
+
+def test_a_directory_without_weights_is_refused(tmp_path, tiny_models):
+    (tmp_path / "llm").mkdir()
+    config = load_config("conf/tiny.yaml", tiny_overrides(tiny_models) + (
+        "profile=custom", f"models.llm.path={tmp_path / 'llm'}", "models.llm.gguf_file=model.gguf"))
+    with pytest.raises(ConfigError, match="models.llm.path=.* has no model.gguf"):
+        check_models(config)
+
+
+def test_the_tiny_profile_builds_its_models_on_first_use(tmp_path, monkeypatch):
+    """conf/tiny.yaml run in a fresh directory: models/tiny does not exist yet and is built."""
+    monkeypatch.chdir(tmp_path)
+    config = load_config(os.path.join(os.path.dirname(os.path.dirname(__file__)), "conf", "tiny.yaml"))
+    check_models(config)
+    assert os.path.isfile(tmp_path / "models" / "tiny" / "detector" / "config.json")
+    assert os.path.isfile(config.models.clip.pretrained) and os.path.isdir(config.models.llm.path)
+    assert config.model_version.startswith("vlclip-tiny-")
