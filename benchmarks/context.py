@@ -44,6 +44,10 @@ class BenchOptions:
     bare_threads: int = 0  # torch threads of the bare loop; 0: the number of CPUs
     seed: int = 0
     job_overrides: tuple = ()  # extra config overrides (KEY=VALUE) of every vlclip run and bare loop
+    ann_items: int = 100_000  # vectors of the ANN index comparison
+    ann_dims: tuple = (64, 512)
+    ann_queries: int = 1000
+    ann_ef_search: tuple = (32, 64, 128, 256)
 
 
 @dataclass

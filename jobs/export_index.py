@@ -1,0 +1,76 @@
+"""Entry point that builds/updates the similar-items ANN indexes from `embeddings` and prints neighbours (spark-submit or python -m)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import List, Optional
+
+from vlclip_core.config import load_config
+from vlclip_core.logs import setup_logging
+
+
+def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="export_index", description="Build or update one FAISS HNSW index per "
+                                     "model_version from the embeddings Delta table (incrementally from its "
+                                     "change data feed), or print an item's nearest neighbours.")
+    parser.add_argument("--config", required=True, help="YAML profile, e.g. conf/tiny.yaml")
+    parser.add_argument("--warehouse", help="overrides warehouse.path")
+    parser.add_argument("--out", help="index root directory; overrides index.path (default <warehouse>/_index)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="config override, repeatable")
+    parser.add_argument("--log-level", default="INFO")
+    commands = parser.add_subparsers(dest="command", required=True)
+    build = commands.add_parser("build", help="bring the indexes to the table's latest version")
+    build.add_argument("--model-version", action="append", default=[], help="repeatable; default: all in the table")
+    build.add_argument("--full", action="store_true", help="rebuild from the table instead of the change feed")
+    similar = commands.add_parser("similar", help="print the k nearest items of an item")
+    similar.add_argument("--model-version", required=True)
+    similar.add_argument("--item-id", required=True)
+    similar.add_argument("-k", type=int, default=10)
+    return parser.parse_args(argv)
+
+
+def config_from(args: argparse.Namespace):
+    flags = {"warehouse.path": args.warehouse, "index.path": args.out}
+    overrides = tuple(args.overrides) + tuple(f"{k}={v}" for k, v in flags.items() if v)
+    # the catalog is not read here: the profile's catalog.path only has to be present for validation
+    return load_config(args.config, ("catalog.path=unused",) + overrides)
+
+
+def build(config, args: argparse.Namespace) -> int:
+    from vlclip_core.index_export import export_indexes, result_dict
+    from vlclip_core.spark_session import get_spark
+
+    results = export_indexes(get_spark(config.spark), config, args.model_version, full=args.full)
+    for result in results:
+        print(json.dumps(result_dict(result), sort_keys=True))
+    return 0
+
+
+def similar(config, args: argparse.Namespace) -> int:
+    from vlclip_core.ann_index import ItemIndex
+    from vlclip_core.index_export import index_directory
+
+    index = ItemIndex.load(index_directory(config.index.directory(config.warehouse), args.model_version),
+                           config.index.ef_search)
+    for item_id, score in index.similar(args.item_id, args.k):
+        print(f"{item_id}\t{score:.4f}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    setup_logging(args.log_level)
+    try:
+        config = config_from(args)
+        return build(config, args) if args.command == "build" else similar(config, args)
+    except Exception as err:  # noqa: BLE001 - the scheduler needs a reason and a non-zero exit
+        logging.getLogger("vlclip").error("export failed: %s: %s", type(err).__name__, err)
+        print(f"vlclip: export failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
