@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install models sample demo test bench profile gpu-check inspect clean smollm
+.PHONY: help install models sample demo cluster-demo test bench profile gpu-check inspect clean smollm train-demo
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -34,6 +34,10 @@ sample: install  ## generate the sample catalog (images in busy scenes) into dat
 demo: install  ## the embedded default: sample catalog + tiny models + one run with local Spark and Ray + a query
 	$(PY) -m vlclip_core.demo --config conf/tiny.yaml
 
+train-demo: models sample  ## embed the sample, fine-tune the tiny CLIP (Ray Train), compare held-out retrieval
+	$(PY) -m vlclip_core.train.demo --config conf/train_tiny.yaml $(TRAIN_DEMO_ARGS) \
+		--set embed.warehouse.path=build/train_demo/warehouse --set train.output_dir=build/train_demo/training
+
 test: install  ## run the test suite (real local Spark + Delta, local Ray, tiny models)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
@@ -45,6 +49,9 @@ profile: install  ## pyinstrument profile of one run: make profile PROFILE_ARGS=
 
 gpu-check: install  ## prod-sized stages on a GPU: images/s and tokens/s (needs CUDA)
 	$(PY) -m benchmarks.gpu_check
+
+cluster-demo: models sample  ## the job via spark-submit on a local Spark standalone master+worker and a Ray head (separate processes)
+	$(PY) -m vlclip_core.cluster_demo --config conf/tiny.yaml --catalog data/sample/catalog --work build/cluster-demo
 
 inspect: install  ## contact sheet of the latest run: make inspect RUN_ID=...
 	$(PY) -m vlclip_core.cli inspect --config conf/tiny.yaml $(if $(RUN_ID),--run-id $(RUN_ID)) --out build/contact_sheet.html

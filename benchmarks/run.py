@@ -10,11 +10,13 @@ import time
 import traceback
 from typing import Callable, Dict, List, Optional
 
+from benchmarks.ann_bench import ann_recall
 from benchmarks.context import BenchContext, BenchOptions, shutdown_ray
 from benchmarks.delta_bench import merge_cost, nightly_noop
 from benchmarks.e2e import cache_win, framework_overhead, naive_baseline, peak_memory, scaling
 from benchmarks.measure import machine_info
 from benchmarks.report import table_lines, write_json
+from benchmarks.train_bench import train_throughput
 
 log = logging.getLogger("benchmarks.run")
 
@@ -27,9 +29,12 @@ COMPARISONS: Dict[str, Callable[[BenchContext], dict]] = {
     "scaling": scaling,
     "cache_win": cache_win,
     "peak_memory": peak_memory,
+    "ann_recall": ann_recall,
+    "train_throughput": train_throughput,
 }
 QUICK = dict(overhead_items=100, scale_small=60, scale_large=600, image_pool=100, noop_items=5_000,
-             merge_sizes=(5_000, 50_000), merge_changed=500, merge_rows_per_file=5_000, shard_size=200)
+             merge_sizes=(5_000, 50_000), merge_changed=500, merge_rows_per_file=5_000, shard_size=200,
+             ann_items=10_000)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:

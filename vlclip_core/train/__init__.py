@@ -1,0 +1,1 @@
+"""Fine-tuning VL-CLIP on the pipeline's grounded crops and enriched texts, and retrieval evaluation."""
