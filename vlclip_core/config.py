@@ -416,18 +416,24 @@ _DTYPES = ("float32", "float16", "bfloat16")
 
 def load_config(path: Optional[str] = None, overrides: tuple = ()) -> VlclipConfig:
     """Load a YAML profile, apply `key=value` overrides (dotted keys, YAML values) and validate."""
-    raw: dict = {}
-    if path:
-        with open(path, encoding="utf-8") as fh:
-            try:
-                raw = yaml.safe_load(fh) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    raw = read_profile(path)
     for item in overrides:
         _apply_override(raw, item)
     return build(VlclipConfig, raw, "").validate()
+
+
+def read_profile(path: Optional[str]) -> dict:
+    """A YAML profile's top-level mapping ({} without a path); not YAML or not a mapping: ConfigError."""
+    if not path:
+        return {}
+    with open(path, encoding="utf-8") as fh:
+        try:
+            raw = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    return raw
 
 
 def _apply_override(raw: dict, item: str) -> None:

@@ -5,9 +5,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-import yaml
-
-from vlclip_core.config import ConfigError, VlclipConfig, build, load_config
+from vlclip_core.config import ConfigError, VlclipConfig, build, load_config, read_profile
 from vlclip_core.config import _apply_override as apply_override
 from vlclip_core.config import _digest as digest  # noqa: F401 - the identity digest of datasets and runs
 from vlclip_core.config import _positive
@@ -131,12 +129,7 @@ class TrainJobConfig:
 
 def load_train_config(path: Optional[str] = None, overrides: Tuple[str, ...] = ()) -> TrainJobConfig:
     """Load a training profile; `embed.<key>=value` overrides go to the embedding profile, the rest here."""
-    raw: dict = {}
-    if path:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    raw = read_profile(path)
     embed = list(raw.get("embed_overrides") or [])
     for item in overrides:
         if item.startswith(EMBED_PREFIX):
