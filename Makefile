@@ -22,20 +22,20 @@ $(STAMP): setup.cfg setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip wheel setuptools
 	$(PY) -m pip install -q -e '.[test,bench]'
-	$(PY) -m vlclip_core.cli warm-spark
+	$(PY) -m vlclip_core.tools.cli warm-spark
 	touch $(STAMP)
 
 models: install  ## build the offline tiny models (seeded random weights) into models/tiny
-	$(PY) -m vlclip_core.cli build-tiny-models --out models/tiny
+	$(PY) -m vlclip_core.tools.cli build-tiny-models --out models/tiny
 
 sample: install  ## generate the sample catalog (images in busy scenes) into data/sample
-	$(PY) -m vlclip_core.cli sample-catalog --out data/sample --items 300
+	$(PY) -m vlclip_core.tools.cli sample-catalog --out data/sample --items 300
 
 demo: install  ## the embedded default: sample catalog + tiny models + one run with local Spark and Ray + a query
-	$(PY) -m vlclip_core.demo --config conf/tiny.yaml
+	$(PY) -m vlclip_core.tools.demo --config conf/tiny.yaml
 
 train-demo: models sample  ## embed the sample, fine-tune the tiny CLIP (Ray Train), compare held-out retrieval
-	$(PY) -m vlclip_core.train.demo --config conf/train_tiny.yaml $(TRAIN_DEMO_ARGS) \
+	$(PY) -m vlclip_core.tools.train_demo --config conf/train_tiny.yaml $(TRAIN_DEMO_ARGS) \
 		--set embed.warehouse.path=build/train_demo/warehouse --set train.output_dir=build/train_demo/training
 
 test: install  ## run the test suite (real local Spark + Delta, local Ray, tiny models)
@@ -51,10 +51,10 @@ gpu-check: install  ## prod-sized stages on a GPU: images/s and tokens/s (needs 
 	$(PY) -m benchmarks.gpu_check
 
 cluster-demo: models sample  ## the job via spark-submit on a local Spark standalone master+worker and a Ray head (separate processes)
-	$(PY) -m vlclip_core.cluster_demo --config conf/tiny.yaml --catalog data/sample/catalog --work build/cluster-demo
+	$(PY) -m vlclip_core.tools.cluster_demo --config conf/tiny.yaml --catalog data/sample/catalog --work build/cluster-demo
 
 inspect: install  ## contact sheet of the latest run: make inspect RUN_ID=...
-	$(PY) -m vlclip_core.cli inspect --config conf/tiny.yaml $(if $(RUN_ID),--run-id $(RUN_ID)) --out build/contact_sheet.html
+	$(PY) -m vlclip_core.tools.cli inspect --config conf/tiny.yaml $(if $(RUN_ID),--run-id $(RUN_ID)) --out build/contact_sheet.html
 
 clean:  ## remove generated data, models, warehouse and build outputs (keeps .venv)
 	rm -rf data models warehouse build bench_out spark-warehouse metastore_db derby.log

@@ -1,4 +1,5 @@
 """ANN index comparison: recall@10, build time and queries/s of the HNSW index vs exact inner-product search."""
+
 from __future__ import annotations
 
 import logging
@@ -9,8 +10,8 @@ import numpy as np
 
 from benchmarks.context import BenchContext
 from benchmarks.report import headline
-from vlclip_core.ann_index import HnswParams, ItemIndex, exact_neighbours
 from vlclip_core.config import IndexConfig
+from vlclip_core.index.ann import HnswParams, ItemIndex, exact_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,12 @@ def recall_at_k(found: List[List[str]], truth: np.ndarray, ids: List[str]) -> fl
 
 
 def exact_search(vectors: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
-    return np.concatenate([exact_neighbours(vectors, queries[i:i + EXACT_CHUNK], k)
-                           for i in range(0, len(queries), EXACT_CHUNK)])
+    return np.concatenate(
+        [
+            exact_neighbours(vectors, queries[i : i + EXACT_CHUNK], k)
+            for i in range(0, len(queries), EXACT_CHUNK)
+        ]
+    )
 
 
 def one_size(n: int, dim: int, n_queries: int, ef_values: tuple, seed: int) -> dict:
@@ -55,27 +60,42 @@ def one_size(n: int, dim: int, n_queries: int, ef_values: tuple, seed: int) -> d
         start = time.perf_counter()
         found = [[item for item, _ in row] for row in index.search(queries, K)]
         qps = n_queries / (time.perf_counter() - start)
-        by_ef[str(ef)] = {"recall_at_10": round(recall_at_k(found, truth, ids), 4), "queries_per_s": round(qps, 1)}
+        by_ef[str(ef)] = {
+            "recall_at_10": round(recall_at_k(found, truth, ids), 4),
+            "queries_per_s": round(qps, 1),
+        }
         log.info("ann n=%d dim=%d ef=%d: %s", n, dim, ef, by_ef[str(ef)])
-    return {"items": n, "dim": dim, "queries": n_queries, "build_s": round(build_s, 2),
-            "exact_queries_per_s": round(exact_qps, 1), "by_ef_search": by_ef,
-            "hnsw": {"m": defaults.hnsw_m, "ef_construction": defaults.ef_construction}}
+    return {
+        "items": n,
+        "dim": dim,
+        "queries": n_queries,
+        "build_s": round(build_s, 2),
+        "exact_queries_per_s": round(exact_qps, 1),
+        "by_ef_search": by_ef,
+        "hnsw": {"m": defaults.hnsw_m, "ef_construction": defaults.ef_construction},
+    }
 
 
 def ann_recall(ctx: BenchContext) -> dict:
     """recall@10 of the export job's HNSW index (its default parameters) vs brute force, per dimension."""
     opts = ctx.options
-    sizes = {str(dim): one_size(opts.ann_items, dim, opts.ann_queries, opts.ann_ef_search, opts.seed)
-             for dim in opts.ann_dims}
+    sizes = {
+        str(dim): one_size(opts.ann_items, dim, opts.ann_queries, opts.ann_ef_search, opts.seed)
+        for dim in opts.ann_dims
+    }
     default_ef = str(IndexConfig().ef_search)
     rows = []
     for dim, fig in sizes.items():
         at_default = fig["by_ef_search"].get(default_ef) or next(iter(fig["by_ef_search"].values()))
-        rows += [headline(f"recall@10, {fig['items']} x {dim}, efSearch {default_ef}",
-                          _single(at_default["recall_at_10"])),
-                 headline(f"HNSW queries/s ({dim}-d)", _single(at_default["queries_per_s"]), "q/s"),
-                 headline(f"exact queries/s ({dim}-d, numpy)", _single(fig["exact_queries_per_s"]), "q/s"),
-                 headline(f"HNSW build ({fig['items']} x {dim})", _single(fig["build_s"]), "s")]
+        rows += [
+            headline(
+                f"recall@10, {fig['items']} x {dim}, efSearch {default_ef}",
+                _single(at_default["recall_at_10"]),
+            ),
+            headline(f"HNSW queries/s ({dim}-d)", _single(at_default["queries_per_s"]), "q/s"),
+            headline(f"exact queries/s ({dim}-d, numpy)", _single(fig["exact_queries_per_s"]), "q/s"),
+            headline(f"HNSW build ({fig['items']} x {dim})", _single(fig["build_s"]), "s"),
+        ]
     return {"figures": {"by_dim": sizes}, "headline": rows}
 
 

@@ -1,4 +1,5 @@
 """The bare baseline: the project's own stage classes in one process, batched like the Ray chain, no Spark, no Ray."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,20 @@ import numpy as np
 import pyarrow as pa
 
 from vlclip_core import schema as S
+from vlclip_core.batch import Batch
 from vlclip_core.config import VlclipConfig
-from vlclip_core.stages.base import Batch
 
-CACHE_COLUMNS = (S.CACHED_IMAGE_SHA, S.CACHED_PROMPT, S.CACHED_BOX, S.CACHED_SCORE, S.CACHED_GROUNDED,
-                 S.CACHED_GROUNDING_REASON, S.CACHED_TEXT, S.CACHED_ENRICHMENT_STATUS, S.CACHED_ENRICHMENT_REASON)
+CACHE_COLUMNS = (
+    S.CACHED_IMAGE_SHA,
+    S.CACHED_PROMPT,
+    S.CACHED_BOX,
+    S.CACHED_SCORE,
+    S.CACHED_GROUNDED,
+    S.CACHED_GROUNDING_REASON,
+    S.CACHED_TEXT,
+    S.CACHED_ENRICHMENT_STATUS,
+    S.CACHED_ENRICHMENT_REASON,
+)
 TEXT_COLUMNS = (S.ITEM_ID, S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.IMAGE_URI)
 STAGE_ORDER = ("decode", "grounding", "enrichment", "clip")
 
@@ -64,8 +74,9 @@ def work_batch(table: pa.Table) -> Batch:
     n = table.num_rows
     batch = {name: objects(table.column(name).to_pylist()) for name in TEXT_COLUMNS}
     attrs = table.column(S.ATTRIBUTES).to_pylist()
-    batch[S.ATTRIBUTES_JSON] = objects(None if a is None else json.dumps(dict(sorted(a)), separators=(",", ":"))
-                                       for a in attrs)
+    batch[S.ATTRIBUTES_JSON] = objects(
+        None if a is None else json.dumps(dict(sorted(a)), separators=(",", ":")) for a in attrs
+    )
     for name in CACHE_COLUMNS:
         batch[name] = objects([None] * n)
     batch[S.CACHED_SCORE] = np.full(n, np.nan, dtype=np.float32)
@@ -106,8 +117,12 @@ def build_stages(config: VlclipConfig) -> Dict[str, object]:
     from vlclip_core.stages.enrichment import EnrichmentStage
     from vlclip_core.stages.grounding import GroundingStage
 
-    return {"decode": DecodeStage(config), "grounding": GroundingStage(config),
-            "enrichment": EnrichmentStage(config), "clip": ClipStage(config)}
+    return {
+        "decode": DecodeStage(config),
+        "grounding": GroundingStage(config),
+        "enrichment": EnrichmentStage(config),
+        "clip": ClipStage(config),
+    }
 
 
 def chain(stream: Iterable[Batch], stages: Dict[str, object], config: VlclipConfig) -> Iterator[Batch]:
@@ -120,7 +135,9 @@ def chain(stream: Iterable[Batch], stages: Dict[str, object], config: VlclipConf
 def stage_stream(catalog: pa.Table, stages: Dict[str, object], config: VlclipConfig) -> Iterator[Batch]:
     """The chain over a catalog table, read in slices of the decode batch size."""
     size = config.stages.decode.batch_size
-    return chain((work_batch(catalog.slice(i, size)) for i in range(0, catalog.num_rows, size)), stages, config)
+    return chain(
+        (work_batch(catalog.slice(i, size)) for i in range(0, catalog.num_rows, size)), stages, config
+    )
 
 
 def run_bare_loop(catalog: pa.Table, config: VlclipConfig, threads: int) -> LoopTiming:

@@ -1,4 +1,5 @@
 """Benchmark catalogs: sample items (real JPEGs) cycled to any size, and synthetic rows without images."""
+
 from __future__ import annotations
 
 import logging
@@ -8,13 +9,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from vlclip_core import schema as S
-from vlclip_core.sample_catalog import catalog_schema, make_sample_catalog, read_catalog, write_catalog
+from vlclip_core.tools.sample_catalog import catalog_schema, make_sample_catalog, read_catalog, write_catalog
 
 log = logging.getLogger(__name__)
 
 READY = "_READY"  # a leading underscore: Spark and pyarrow skip it when reading the catalog directory
-PRODUCT_TYPES = ("running shoe", "handbag", "table lamp", "coffee mug", "t-shirt", "backpack", "wristwatch",
-                 "sunglasses")
+PRODUCT_TYPES = (
+    "running shoe",
+    "handbag",
+    "table lamp",
+    "coffee mug",
+    "t-shirt",
+    "backpack",
+    "wristwatch",
+    "sunglasses",
+)
 
 
 def image_pool(data_dir: str, pool: int, seed: int = 0) -> pa.Table:
@@ -56,15 +65,19 @@ def synthetic_catalog(data_dir: str, n_items: int) -> str:
     os.makedirs(path, exist_ok=True)
     ids = [f"SYN-{i:08d}" for i in range(n_items)]
     types = [PRODUCT_TYPES[i % len(PRODUCT_TYPES)] for i in range(n_items)]
-    table = pa.table({
-        S.ITEM_ID: ids,
-        S.TITLE: [f"Brand{i % 97} {t} model {i}" for i, t in enumerate(types)],
-        S.DESCRIPTION: [f"A {t} for everyday use, item {i}." for i, t in enumerate(types)],
-        S.PRODUCT_TYPE: types,
-        S.ATTRIBUTES: pa.array([[("brand", f"Brand{i % 97}"), ("colour", "red")] for i in range(n_items)],
-                               type=pa.map_(pa.string(), pa.string())),
-        S.IMAGE_URI: [f"/nonexistent/vlclip-bench/{i}.jpg" for i in ids],
-    })
+    table = pa.table(
+        {
+            S.ITEM_ID: ids,
+            S.TITLE: [f"Brand{i % 97} {t} model {i}" for i, t in enumerate(types)],
+            S.DESCRIPTION: [f"A {t} for everyday use, item {i}." for i, t in enumerate(types)],
+            S.PRODUCT_TYPE: types,
+            S.ATTRIBUTES: pa.array(
+                [[("brand", f"Brand{i % 97}"), ("colour", "red")] for i in range(n_items)],
+                type=pa.map_(pa.string(), pa.string()),
+            ),
+            S.IMAGE_URI: [f"/nonexistent/vlclip-bench/{i}.jpg" for i in ids],
+        }
+    )
     pq.write_table(table, os.path.join(path, "part-00000.parquet"), row_group_size=50_000)
     open(os.path.join(path, READY), "w", encoding="utf-8").close()
     return os.path.abspath(path)

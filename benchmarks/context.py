@@ -1,4 +1,5 @@
 """What every comparison shares: options, the output directory, one Spark session, models, catalogs, timed runs."""
+
 from __future__ import annotations
 
 import logging
@@ -70,7 +71,9 @@ class BenchContext:
 
     def models(self, size: str) -> dict:
         if size not in self._models:
-            self._models[size] = build_models(os.path.join(self.data_dir, f"models-{size}"), size, self.options.seed)
+            self._models[size] = build_models(
+                os.path.join(self.data_dir, f"models-{size}"), size, self.options.seed
+            )
         return self._models[size]
 
     def catalog(self, n_items: int) -> str:
@@ -78,13 +81,18 @@ class BenchContext:
 
     def job_config(self, catalog: str, warehouse: str, size: str, *overrides: str) -> VlclipConfig:
         base = tiny_overrides(self.models(size)) + (
-            f"catalog.path={catalog}", f"warehouse.path={warehouse}", f"job.shard_size={self.options.shard_size}",
-            "job.log_every_s=30", "ray.stall_timeout_s=900", "models.device=cpu")
+            f"catalog.path={catalog}",
+            f"warehouse.path={warehouse}",
+            f"job.shard_size={self.options.shard_size}",
+            "job.log_every_s=30",
+            "ray.stall_timeout_s=900",
+            "models.device=cpu",
+        )
         return load_config(PROFILE, base + tuple(self.options.job_overrides) + tuple(overrides))
 
     def timed_job(self, config: VlclipConfig) -> dict:
         """run_job end to end (Ray started inside, Spark session shared), with marks and peak RSS."""
-        from vlclip_core.job import run_job
+        from vlclip_core.run.job import run_job
 
         shutdown_ray()
         with RssSampler() as rss, pipeline_marks() as marks:
@@ -93,25 +101,38 @@ class BenchContext:
             total = time.perf_counter() - start
         shutdown_ray()
         marks = [(t - start, rows) for t, rows in marks]
-        return {"total_s": total, "steady_items_per_s": steady_rate(marks),
-                "first_batch_s": marks[0][0] if marks else None, "items_selected": report.items_selected,
-                "items_embedded": report.items_embedded, "items_failed": report.items_failed,
-                "detector_calls": report.detector_calls, "llm_calls": report.llm_calls,
-                "phase_seconds": {k: v for k, v in report.stage_seconds.items() if k.startswith("phase_")},
-                "rss_mib": rss.peaks.as_dict(), "status": report.status}
+        return {
+            "total_s": total,
+            "steady_items_per_s": steady_rate(marks),
+            "first_batch_s": marks[0][0] if marks else None,
+            "items_selected": report.items_selected,
+            "items_embedded": report.items_embedded,
+            "items_failed": report.items_failed,
+            "detector_calls": report.detector_calls,
+            "llm_calls": report.llm_calls,
+            "phase_seconds": dict(report.phase_seconds),
+            "rss_mib": rss.peaks.as_dict(),
+            "status": report.status,
+        }
 
     def timed_bare(self, catalog: str, size: str, *overrides: str) -> dict:
         """The bare loop over the catalog in this process, all cores for torch, with peak RSS."""
-        from vlclip_core.sample_catalog import read_catalog
+        from vlclip_core.tools.sample_catalog import read_catalog
 
         config = self.job_config(catalog, self.work_dir("bare-unused"), size, *overrides)
         table = read_catalog(catalog)
         with RssSampler() as rss:
             timing = run_bare_loop(table, config, threads=self.options.bare_threads or os.cpu_count() or 1)
-        return {"total_s": timing.total_s, "steady_items_per_s": timing.steady_items_per_s(),
-                "first_batch_s": timing.first_batch_s, "load_s": timing.load_s, "items_ok": timing.ok,
-                "detector_calls": timing.detector_calls, "llm_calls": timing.llm_calls,
-                "rss_mib": rss.peaks.as_dict()}
+        return {
+            "total_s": timing.total_s,
+            "steady_items_per_s": timing.steady_items_per_s(),
+            "first_batch_s": timing.first_batch_s,
+            "load_s": timing.load_s,
+            "items_ok": timing.ok,
+            "detector_calls": timing.detector_calls,
+            "llm_calls": timing.llm_calls,
+            "rss_mib": rss.peaks.as_dict(),
+        }
 
 
 def shutdown_ray() -> None:

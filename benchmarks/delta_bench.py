@@ -1,4 +1,5 @@
 """Spark/Delta comparisons: the nightly no-op run vs a plain anti-join, and MERGE cost vs table size."""
+
 from __future__ import annotations
 
 import logging
@@ -11,7 +12,7 @@ from benchmarks.measure import ratio, spread
 from benchmarks.report import at_most, headline
 from vlclip_core import schema as S
 from vlclip_core.config import WarehouseConfig
-from vlclip_core.tables import Tables, merge_embeddings
+from vlclip_core.warehouse.tables import Tables, merge_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +29,28 @@ def synthetic_rows(keys, model_version: str, dim: int, seed: int):
         return F.array(*[F.rand(seed + offset + i) for i in range(dim)]).cast("array<float>")
 
     return keys.select(
-        S.ITEM_ID, F.lit(model_version).alias(S.MODEL_VERSION), S.CONTENT_HASH,
-        vector(0).alias(S.IMAGE_EMBEDDING), vector(dim).alias(S.TEXT_EMBEDDING), vector(2 * dim).alias(S.EMBEDDING),
-        F.lit(dim).alias("embedding_dim"), F.lit("synthetic text").alias(S.ENRICHED_TEXT),
-        F.lit("ok").alias(S.ENRICHMENT_STATUS), F.array(*[F.lit(v) for v in (0.0, 0.0, 1.0, 1.0)])
-        .cast("array<float>").alias(S.GROUNDING_BOX), F.lit(None).cast("float").alias(S.GROUNDING_SCORE),
-        F.lit(False).alias(S.GROUNDED), F.lit("synthetic").alias(S.PRODUCT_TYPE),
-        F.lit("bench-seed").alias(S.RUN_ID), F.current_timestamp().alias(S.UPDATED_AT))
+        S.ITEM_ID,
+        F.lit(model_version).alias(S.MODEL_VERSION),
+        S.CONTENT_HASH,
+        vector(0).alias(S.IMAGE_EMBEDDING),
+        vector(dim).alias(S.TEXT_EMBEDDING),
+        vector(2 * dim).alias(S.EMBEDDING),
+        F.lit(dim).alias("embedding_dim"),
+        F.lit("synthetic text").alias(S.ENRICHED_TEXT),
+        F.lit("ok").alias(S.ENRICHMENT_STATUS),
+        F.array(*[F.lit(v) for v in (0.0, 0.0, 1.0, 1.0)]).cast("array<float>").alias(S.GROUNDING_BOX),
+        F.lit(None).cast("float").alias(S.GROUNDING_SCORE),
+        F.lit(False).alias(S.GROUNDED),
+        F.lit("synthetic").alias(S.PRODUCT_TYPE),
+        F.lit("bench-seed").alias(S.RUN_ID),
+        F.current_timestamp().alias(S.UPDATED_AT),
+    )
 
 
 def nightly_noop(ctx: BenchContext) -> dict:
     """An unchanged catalog: run_job must select nothing and call no model; vs scan + left_anti join."""
-    from vlclip_core.catalog import load_valid_and_invalid
-    from vlclip_core.job import llm_identity
+    from vlclip_core.config import llm_identity
+    from vlclip_core.selection.catalog import load_valid_and_invalid
 
     opts = ctx.options
     catalog = synthetic_catalog(ctx.data_dir, opts.noop_items)
@@ -49,8 +59,12 @@ def nightly_noop(ctx: BenchContext) -> dict:
     tables.ensure_all()
     valid, _ = load_valid_and_invalid(ctx.spark, config.catalog, config.model_version, llm_identity(config))
     keys = valid.select(S.ITEM_ID, S.CONTENT_HASH)
-    merge_embeddings(tables, synthetic_rows(keys, config.model_version, NOOP_DIM, opts.seed), config.model_version,
-                     update_unchanged=False)
+    merge_embeddings(
+        tables,
+        synthetic_rows(keys, config.model_version, NOOP_DIM, opts.seed),
+        config.model_version,
+        update_unchanged=False,
+    )
     # Untimed warm-up of all three: a first run of each query shape pays JIT compilation and class
     # loading (measured: the first timed repeat after a single warm-up was still ~1.4x the others).
     for _ in range(NOOP_WARMUPS):
@@ -66,28 +80,39 @@ def nightly_noop(ctx: BenchContext) -> dict:
         hashed.append(_hashed_anti_join_seconds(ctx.spark, config, tables))
     wall = ratio([v["total_s"] for v in vlclip], plain)
     over_hashed = ratio([v["total_s"] for v in vlclip], hashed)
-    figures = {"items": opts.noop_items, "vlclip_noop": {"total_s": spread([v["total_s"] for v in vlclip]),
-                                                           "runs": vlclip},
-               "plain_anti_join_s": spread(plain), "wall_ratio_vlclip_over_plain": wall,
-               "hashed_anti_join_s": spread(hashed), "wall_ratio_vlclip_over_hashed": over_hashed}
-    rows = [headline("no-op run wall", figures["vlclip_noop"]["total_s"], "s"),
-            headline("plain scan + anti-join wall", figures["plain_anti_join_s"], "s"),
-            headline("scan + content hash + anti-join wall", figures["hashed_anti_join_s"], "s"),
-            headline("no-op ratio vlclip/plain", wall, "x", "<= 3", at_most(wall, 3.0)),
-            headline("no-op ratio vlclip/hashed anti-join", over_hashed, "x")]
+    figures = {
+        "items": opts.noop_items,
+        "vlclip_noop": {"total_s": spread([v["total_s"] for v in vlclip]), "runs": vlclip},
+        "plain_anti_join_s": spread(plain),
+        "wall_ratio_vlclip_over_plain": wall,
+        "hashed_anti_join_s": spread(hashed),
+        "wall_ratio_vlclip_over_hashed": over_hashed,
+    }
+    rows = [
+        headline("no-op run wall", figures["vlclip_noop"]["total_s"], "s"),
+        headline("plain scan + anti-join wall", figures["plain_anti_join_s"], "s"),
+        headline("scan + content hash + anti-join wall", figures["hashed_anti_join_s"], "s"),
+        headline("no-op ratio vlclip/plain", wall, "x", "<= 3", at_most(wall, 3.0)),
+        headline("no-op ratio vlclip/hashed anti-join", over_hashed, "x"),
+    ]
     return {"figures": figures, "headline": rows}
 
 
 def _hashed_anti_join_seconds(spark, config, tables: Tables) -> float:
     """The floor of any content-aware incremental run: read the model inputs, hash them as the job
     does, anti-join on (item_id, content_hash). No validation, no duplicate check, no bookkeeping."""
-    from vlclip_core.catalog import normalise, read_catalog, with_hashes
-    from vlclip_core.job import llm_identity
+    from vlclip_core.config import llm_identity
+    from vlclip_core.selection.catalog import normalise, read_catalog, with_hashes
 
     start = time.perf_counter()
-    current = (tables.read("embeddings").where(f"model_version = '{config.model_version}'")
-               .select(S.ITEM_ID, S.CONTENT_HASH))
-    hashed = with_hashes(normalise(read_catalog(spark, config.catalog)), config.model_version, llm_identity(config))
+    current = (
+        tables.read("embeddings")
+        .where(f"model_version = '{config.model_version}'")
+        .select(S.ITEM_ID, S.CONTENT_HASH)
+    )
+    hashed = with_hashes(
+        normalise(read_catalog(spark, config.catalog)), config.model_version, llm_identity(config)
+    )
     missing = hashed.join(current, [S.ITEM_ID, S.CONTENT_HASH], "left_anti").count()
     seconds = time.perf_counter() - start
     if missing:
@@ -98,7 +123,9 @@ def _hashed_anti_join_seconds(spark, config, tables: Tables) -> float:
 def _check_noop(run: dict) -> None:
     calls = (run["items_selected"], run["detector_calls"], run["llm_calls"])
     if calls != (0, 0, 0):
-        raise AssertionError(f"no-op run selected/called (items_selected, detector_calls, llm_calls) = {calls}")
+        raise AssertionError(
+            f"no-op run selected/called (items_selected, detector_calls, llm_calls) = {calls}"
+        )
 
 
 def _anti_join_seconds(spark, catalog: str, tables: Tables, model_version: str) -> float:
@@ -125,16 +152,39 @@ def merge_cost(ctx: BenchContext) -> dict:
         log.info("merge into %d rows: %s", n_rows, by_size[str(n_rows)]["seconds"])
         shutil.rmtree(base, ignore_errors=True)
     small, large = (str(n) for n in opts.merge_sizes)
-    wall = ratio([r["seconds"] for r in by_size[large]["runs"]], [r["seconds"] for r in by_size[small]["runs"]])
-    figures = {"changed": opts.merge_changed, "dim": opts.merge_dim, "rows_per_file": opts.merge_rows_per_file,
-               "untimed_warmup_merge_s": round(warmup, 3), "by_size": by_size, "wall_ratio_large_over_small": wall}
-    rows = [headline(f"MERGE {opts.merge_changed} into {n} rows", by_size[str(n)]["seconds"], "s")
-            for n in opts.merge_sizes]
-    rows += [headline(f"files rewritten/added ({n} rows)", spread([_files_touched(r["metrics"])
-                                                               for r in by_size[str(n)]["runs"]]), "files")
-             for n in opts.merge_sizes]
-    rows += [headline(f"deletion vectors added ({n} rows)", spread([int(r["metrics"].get(
-        "numTargetDeletionVectorsAdded", 0)) for r in by_size[str(n)]["runs"]]), "DVs") for n in opts.merge_sizes]
+    wall = ratio(
+        [r["seconds"] for r in by_size[large]["runs"]], [r["seconds"] for r in by_size[small]["runs"]]
+    )
+    figures = {
+        "changed": opts.merge_changed,
+        "dim": opts.merge_dim,
+        "rows_per_file": opts.merge_rows_per_file,
+        "untimed_warmup_merge_s": round(warmup, 3),
+        "by_size": by_size,
+        "wall_ratio_large_over_small": wall,
+    }
+    rows = [
+        headline(f"MERGE {opts.merge_changed} into {n} rows", by_size[str(n)]["seconds"], "s")
+        for n in opts.merge_sizes
+    ]
+    rows += [
+        headline(
+            f"files rewritten/added ({n} rows)",
+            spread([_files_touched(r["metrics"]) for r in by_size[str(n)]["runs"]]),
+            "files",
+        )
+        for n in opts.merge_sizes
+    ]
+    rows += [
+        headline(
+            f"deletion vectors added ({n} rows)",
+            spread(
+                [int(r["metrics"].get("numTargetDeletionVectorsAdded", 0)) for r in by_size[str(n)]["runs"]]
+            ),
+            "DVs",
+        )
+        for n in opts.merge_sizes
+    ]
     rows.append(headline("MERGE ratio large/small", wall, "x", "<= 2", at_most(wall, 2.0)))
     return {"figures": figures, "headline": rows}
 
@@ -150,8 +200,14 @@ def _build_table(ctx: BenchContext, n_rows: int) -> str:
     ids = ctx.spark.range(n_rows).select(F.format_string("ITEM-%09d", "id").alias(S.ITEM_ID))
     keys = ids.withColumn(S.CONTENT_HASH, F.sha2(S.ITEM_ID, 256))
     files = max(1, n_rows // opts.merge_rows_per_file)
-    (synthetic_rows(keys, MERGE_MODEL_VERSION, opts.merge_dim, opts.seed).repartitionByRange(files, S.ITEM_ID)
-     .sortWithinPartitions(S.ITEM_ID).write.format("delta").mode("append").save(tables.location("embeddings")))
+    (
+        synthetic_rows(keys, MERGE_MODEL_VERSION, opts.merge_dim, opts.seed)
+        .repartitionByRange(files, S.ITEM_ID)
+        .sortWithinPartitions(S.ITEM_ID)
+        .write.format("delta")
+        .mode("append")
+        .save(tables.location("embeddings"))
+    )
     return warehouse
 
 

@@ -6,6 +6,7 @@ images/s (grounding, CLIP), generated tokens/s (enrichment) and GPU utilisation 
 `--cpu-smoke` shrinks every architecture to tiny sizes and runs 2 batches per stage on the CPU: it checks
 the script itself where no GPU is at hand.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,52 +50,116 @@ class Spec:
 
 
 PROD = Spec(
-    name="prod", detector={},  # GroundingDinoConfig defaults = Grounding DINO-T (d_model 256, 900 queries, 6+6 layers)
-    swin=dict(embed_dim=96, depths=[2, 2, 6, 2], num_heads=[3, 6, 12, 24], window_size=7,
-              out_features=["stage2", "stage3", "stage4"]),
+    name="prod",
+    detector={},  # GroundingDinoConfig defaults = Grounding DINO-T (d_model 256, 900 queries, 6+6 layers)
+    swin=dict(
+        embed_dim=96,
+        depths=[2, 2, 6, 2],
+        num_heads=[3, 6, 12, 24],
+        window_size=7,
+        out_features=["stage2", "stage3", "stage4"],
+    ),
     bert=dict(vocab_size=30522),  # BertConfig defaults = BERT-base
-    processor_size={"shortest_edge": 800, "longest_edge": 1333}, clip_model="ViT-L-14", clip_config=None,
-    llm=dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=16,
-             num_attention_heads=32, num_key_value_heads=8, max_position_embeddings=2048),
-    batch={"grounding": 16, "enrichment": 64, "clip": 256}, timed_batches={"grounding": 6, "enrichment": 1, "clip": 6},
-    max_new_tokens=128, max_side=800)
+    processor_size={"shortest_edge": 800, "longest_edge": 1333},
+    clip_model="ViT-L-14",
+    clip_config=None,
+    llm=dict(
+        vocab_size=32000,
+        hidden_size=2048,
+        intermediate_size=5632,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=2048,
+    ),
+    batch={"grounding": 16, "enrichment": 64, "clip": 256},
+    timed_batches={"grounding": 6, "enrichment": 1, "clip": 6},
+    max_new_tokens=128,
+    max_side=800,
+)
 SMOKE = Spec(
     name="cpu-smoke",
-    detector=dict(d_model=32, num_queries=30, encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64,
-                  decoder_ffn_dim=64, encoder_attention_heads=2, decoder_attention_heads=2, encoder_n_points=2,
-                  decoder_n_points=2, max_text_len=128),
-    swin=dict(image_size=128, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2],
-              window_size=4, out_features=["stage2", "stage3", "stage4"]),
-    bert=dict(vocab_size=1024, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
-              max_position_embeddings=128),
-    processor_size={"shortest_edge": 128, "longest_edge": 192}, clip_model="gpucheck-tiny",
-    clip_config={"embed_dim": 32,
-                 "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
-                 "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2}},
-    llm=dict(vocab_size=1024, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-             num_key_value_heads=2, max_position_embeddings=2048),
-    batch={"grounding": 4, "enrichment": 4, "clip": 8}, timed_batches={"grounding": 1, "enrichment": 1, "clip": 1},
-    max_new_tokens=8, max_side=320)
+    detector=dict(
+        d_model=32,
+        num_queries=30,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        max_text_len=128,
+    ),
+    swin=dict(
+        image_size=128,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=4,
+        out_features=["stage2", "stage3", "stage4"],
+    ),
+    bert=dict(
+        vocab_size=1024,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    ),
+    processor_size={"shortest_edge": 128, "longest_edge": 192},
+    clip_model="gpucheck-tiny",
+    clip_config={
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+    },
+    llm=dict(
+        vocab_size=1024,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+    ),
+    batch={"grounding": 4, "enrichment": 4, "clip": 8},
+    timed_batches={"grounding": 1, "enrichment": 1, "clip": 1},
+    max_new_tokens=8,
+    max_side=320,
+)
 
 
 # --- building the architectures --------------------------------------------------------------------
 
+
 def build_detector(root: str, spec: Spec, device: str) -> str:
     """Grounding DINO from config (random weights) + processor with a WordPiece vocabulary of the real size."""
     import torch
-    from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
 
     from vlclip_core.models.tiny import tiny_bert_vocab
 
     path = os.path.join(root, "detector")
     vocab = padded_vocab(tiny_bert_vocab(), spec.bert["vocab_size"], "[unused{}]")
     tokenizer = BertTokenizerFast(vocab=vocab)
-    processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size=spec.processor_size),
-                                       tokenizer=tokenizer)
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size=spec.processor_size), tokenizer=tokenizer
+    )
     processor.save_pretrained(path)
-    config = GroundingDinoConfig(backbone_config=SwinConfig(**spec.swin), text_config=BertConfig(**spec.bert),
-                                 **spec.detector)
+    config = GroundingDinoConfig(
+        backbone_config=SwinConfig(**spec.swin), text_config=BertConfig(**spec.bert), **spec.detector
+    )
     with torch.device(device):
         model = GroundingDinoForObjectDetection(config).eval()
     model.save_pretrained(path)
@@ -139,8 +204,13 @@ def build_llm(root: str, spec: Spec, device: str) -> str:
     path = os.path.join(root, "llm")
     tokenizer = build_tiny_tokenizer()
     tokenizer.add_tokens([f"<x{i}>" for i in range(spec.llm["vocab_size"] - len(tokenizer))])
-    config = LlamaConfig(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=False, **spec.llm)
+    config = LlamaConfig(
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        **spec.llm,
+    )
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     with torch.device(device):
         model = LlamaForCausalLM(config).to(dtype).eval()
@@ -156,12 +226,23 @@ def stage_config(spec: Spec, device: str, detector: str, clip: dict, llm: str):
     from vlclip_core.config import load_config
 
     overrides = [
-        "catalog.path=unused", f"models.device={device}", "models.detector.kind=grounding_dino",
-        f"models.detector.path={detector}", "models.detector.dtype=bfloat16", "models.detector.box_threshold=0.3",
-        "models.detector.text_threshold=0.25", f"models.clip.model_name={spec.clip_model}",
-        f"models.clip.pretrained={clip['checkpoint']}", "models.clip.precision=bf16", "models.llm.backend=transformers",
-        f"models.llm.path={llm}", "models.llm.dtype=bfloat16", f"models.llm.max_new_tokens={spec.max_new_tokens}",
-        "models.llm.max_rounds=1", f"images.max_side={spec.max_side}"]
+        "catalog.path=unused",
+        f"models.device={device}",
+        "models.detector.kind=grounding_dino",
+        f"models.detector.path={detector}",
+        "models.detector.dtype=bfloat16",
+        "models.detector.box_threshold=0.3",
+        "models.detector.text_threshold=0.25",
+        f"models.clip.model_name={spec.clip_model}",
+        f"models.clip.pretrained={clip['checkpoint']}",
+        "models.clip.precision=bf16",
+        "models.llm.backend=transformers",
+        f"models.llm.path={llm}",
+        "models.llm.dtype=bfloat16",
+        f"models.llm.max_new_tokens={spec.max_new_tokens}",
+        "models.llm.max_rounds=1",
+        f"images.max_side={spec.max_side}",
+    ]
     overrides += [f"stages.{name}.batch_size={size}" for name, size in spec.batch.items()]
     if clip["config_dir"]:
         overrides.append(f"models.clip.config_dir={clip['config_dir']}")
@@ -169,6 +250,7 @@ def stage_config(spec: Spec, device: str, detector: str, clip: dict, llm: str):
 
 
 # --- GPU utilisation ---------------------------------------------------------------------------------
+
 
 @dataclass
 class GpuSampler:
@@ -182,8 +264,17 @@ class GpuSampler:
         if not shutil.which("nvidia-smi"):
             return self
         self._proc = subprocess.Popen(
-            ["nvidia-smi", "--query-gpu=utilization.gpu,memory.used", "--format=csv,noheader,nounits", "-lms", "200"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            [
+                "nvidia-smi",
+                "--query-gpu=utilization.gpu,memory.used",
+                "--format=csv,noheader,nounits",
+                "-lms",
+                "200",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
         return self
@@ -202,19 +293,29 @@ class GpuSampler:
     def window(self, start: float, stop: float) -> Dict[str, Optional[float]]:
         inside = [s for s in self.samples if start <= s[0] <= stop]
         if not inside:
-            return {"gpu_util_mean_pct": None, "gpu_util_max_pct": None, "gpu_mem_max_mib": None, "samples": 0}
+            return {
+                "gpu_util_mean_pct": None,
+                "gpu_util_max_pct": None,
+                "gpu_mem_max_mib": None,
+                "samples": 0,
+            }
         utils = [s[1] for s in inside]
-        return {"gpu_util_mean_pct": round(float(np.mean(utils)), 1), "gpu_util_max_pct": max(utils),
-                "gpu_mem_max_mib": max(s[2] for s in inside), "samples": len(inside)}
+        return {
+            "gpu_util_mean_pct": round(float(np.mean(utils)), 1),
+            "gpu_util_max_pct": max(utils),
+            "gpu_mem_max_mib": max(s[2] for s in inside),
+            "samples": len(inside),
+        }
 
 
 # --- running the stages ------------------------------------------------------------------------------
 
+
 def input_batch(root: str, n_items: int, config) -> dict:
     """`n_items` sample-catalog items (real JPEGs), decoded by the project's decode stage."""
     from benchmarks.bare import work_batch
-    from vlclip_core.sample_catalog import make_sample_catalog, read_catalog
     from vlclip_core.stages.decode import DecodeStage
+    from vlclip_core.tools.sample_catalog import make_sample_catalog, read_catalog
 
     catalog = make_sample_catalog(os.path.join(root, "sample"), n_items=n_items, seed=0)
     return DecodeStage(config)(work_batch(read_catalog(catalog)))
@@ -225,7 +326,9 @@ def take(batch: dict, rows: np.ndarray) -> dict:
     return {k: v[rows].copy() for k, v in batch.items()}
 
 
-def timed_stage(stage, batch: dict, size: int, timed: int, gpu: GpuSampler, sync, on_timed_start=None) -> dict:
+def timed_stage(
+    stage, batch: dict, size: int, timed: int, gpu: GpuSampler, sync, on_timed_start=None
+) -> dict:
     """One warm-up batch, then `timed` batches of `size` rows; returns rows/s, batch times and GPU use."""
     n = len(batch["item_id"])
     pick = [np.arange(i * size, (i + 1) * size) % n for i in range(timed + 1)]
@@ -244,8 +347,14 @@ def timed_stage(stage, batch: dict, size: int, timed: int, gpu: GpuSampler, sync
         times.append(time.perf_counter() - t0)
     stop = time.perf_counter()
     check_ok(out, stage.name)
-    return {"rows": timed * size, "seconds": round(stop - start, 3), "rows_per_s": round(timed * size / (stop - start), 2),
-            "warmup_s": round(warm, 3), "batch_s": [round(t, 3) for t in times], **gpu.window(start, stop)}
+    return {
+        "rows": timed * size,
+        "seconds": round(stop - start, 3),
+        "rows_per_s": round(timed * size / (stop - start), 2),
+        "warmup_s": round(warm, 3),
+        "batch_s": [round(t, 3) for t in times],
+        **gpu.window(start, stop),
+    }
 
 
 def check_ok(out: dict, stage: str) -> None:
@@ -254,8 +363,9 @@ def check_ok(out: dict, stage: str) -> None:
 
     ok = out[S.STATUS] == S.STATUS_OK
     if not ok.any():
-        raise RuntimeError(f"stage {stage}: no row succeeded; first error: "
-                           f"{out[S.ERROR_TYPE][0]}: {out[S.ERROR_MESSAGE][0]}")
+        raise RuntimeError(
+            f"stage {stage}: no row succeeded; first error: {out[S.ERROR_TYPE][0]}: {out[S.ERROR_MESSAGE][0]}"
+        )
 
 
 def count_generated_tokens(backend) -> Dict[str, int]:
@@ -266,7 +376,7 @@ def count_generated_tokens(backend) -> Dict[str, int]:
 
     def generate(*args, **kwargs):
         output = real(*args, **kwargs)
-        new = output[:, kwargs["input_ids"].shape[1]:]
+        new = output[:, kwargs["input_ids"].shape[1] :]
         counter["tokens"] += int((new != pad).sum())
         counter["generate_calls"] += 1
         return output
@@ -290,8 +400,11 @@ def clip_forward_only(encoder, size: int, timed: int, gpu: GpuSampler, sync) -> 
             encoder.model.encode_image(pixels)
         sync()
         stop = time.perf_counter()
-    return {"rows": size * timed, "rows_per_s": round(size * timed / (stop - start), 2),
-            **gpu.window(start, stop)}
+    return {
+        "rows": size * timed,
+        "rows_per_s": round(size * timed / (stop - start), 2),
+        **gpu.window(start, stop),
+    }
 
 
 def run_check(spec: Spec, device: str, root: str) -> dict:
@@ -303,8 +416,11 @@ def run_check(spec: Spec, device: str, root: str) -> dict:
 
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
     build_start = time.perf_counter()
-    paths = {"detector": build_detector(root, spec, device), "clip": build_clip(root, spec, device),
-             "llm": build_llm(root, spec, device)}
+    paths = {
+        "detector": build_detector(root, spec, device),
+        "clip": build_clip(root, spec, device),
+        "llm": build_llm(root, spec, device),
+    }
     if device == "cuda":
         torch.cuda.empty_cache()
     build_s = time.perf_counter() - build_start
@@ -320,72 +436,120 @@ def run_check(spec: Spec, device: str, root: str) -> dict:
     return figures
 
 
-def _stages(spec: Spec, config, batch: dict, gpu: GpuSampler, sync, grounding_cls, enrichment_cls, clip_cls) -> dict:
+def _stages(
+    spec: Spec, config, batch: dict, gpu: GpuSampler, sync, grounding_cls, enrichment_cls, clip_cls
+) -> dict:
     figures = {}
     load = time.perf_counter()
     grounding = grounding_cls(config)
     figures["grounding_load_s"] = round(time.perf_counter() - load, 1)
-    figures["grounding"] = timed_stage(grounding, batch, spec.batch["grounding"], spec.timed_batches["grounding"],
-                                       gpu, sync)
+    figures["grounding"] = timed_stage(
+        grounding, batch, spec.batch["grounding"], spec.timed_batches["grounding"], gpu, sync
+    )
     grounded = grounding(take(batch, np.arange(len(batch["item_id"]))))
     del grounding
     load = time.perf_counter()
     enrichment = enrichment_cls(config)
     figures["enrichment_load_s"] = round(time.perf_counter() - load, 1)
     tokens = count_generated_tokens(enrichment.agent.backend)
-    figures["enrichment"] = timed_stage(enrichment, batch, spec.batch["enrichment"], spec.timed_batches["enrichment"],
-                                        gpu, sync, on_timed_start=lambda: tokens.update(tokens=0, generate_calls=0))
+    figures["enrichment"] = timed_stage(
+        enrichment,
+        batch,
+        spec.batch["enrichment"],
+        spec.timed_batches["enrichment"],
+        gpu,
+        sync,
+        on_timed_start=lambda: tokens.update(tokens=0, generate_calls=0),
+    )
     if not tokens["tokens"]:
         raise RuntimeError("enrichment: the LLM generated no token (see the log for the backend error)")
-    figures["enrichment"].update(generated_tokens=tokens["tokens"], generate_calls=tokens["generate_calls"],
-                                 tokens_per_s=round(tokens["tokens"] / figures["enrichment"]["seconds"], 1))
+    figures["enrichment"].update(
+        generated_tokens=tokens["tokens"],
+        generate_calls=tokens["generate_calls"],
+        tokens_per_s=round(tokens["tokens"] / figures["enrichment"]["seconds"], 1),
+    )
     enriched = enrichment(take(grounded, np.arange(len(grounded["item_id"]))))
     del enrichment
     clip = clip_cls(config)
     figures["clip"] = timed_stage(clip, enriched, spec.batch["clip"], spec.timed_batches["clip"], gpu, sync)
-    figures["clip_image_forward_only"] = clip_forward_only(clip.encoder, spec.batch["clip"],
-                                                           spec.timed_batches["clip"], gpu, sync)
+    figures["clip_image_forward_only"] = clip_forward_only(
+        clip.encoder, spec.batch["clip"], spec.timed_batches["clip"], gpu, sync
+    )
     return figures
 
 
 # --- report ------------------------------------------------------------------------------------------
 
+
 def summary(figures: dict, spec: Spec, device_name: str) -> dict:
     forward = figures["clip_image_forward_only"]["rows_per_s"]
     peak = next((v for k, v in BF16_DENSE_PEAK_TFLOPS.items() if k in device_name), None)
     tflops = forward * CLIP_L14_GFLOPS_PER_IMAGE / 1000.0
-    return {"check": spec.name, "device": device_name, "date": time.strftime("%Y-%m-%d"),
-            "grounding_img_per_s": figures["grounding"]["rows_per_s"],
-            "clip_stage_items_per_s": figures["clip"]["rows_per_s"], "clip_image_forward_img_per_s": forward,
-            "clip_forward_vs_a100_312": round(forward / CLIP_L14_A100_IMG_S, 2),
-            "clip_forward_tflops": round(tflops, 1) if spec.name == "prod" else None,
-            "clip_forward_share_of_bf16_peak": round(tflops / peak, 3) if peak and spec.name == "prod" else None,
-            "llm_tokens_per_s": figures["enrichment"]["tokens_per_s"],
-            "llm_items_per_s": figures["enrichment"]["rows_per_s"], "figures": figures}
+    return {
+        "check": spec.name,
+        "device": device_name,
+        "date": time.strftime("%Y-%m-%d"),
+        "grounding_img_per_s": figures["grounding"]["rows_per_s"],
+        "clip_stage_items_per_s": figures["clip"]["rows_per_s"],
+        "clip_image_forward_img_per_s": forward,
+        "clip_forward_vs_a100_312": round(forward / CLIP_L14_A100_IMG_S, 2),
+        "clip_forward_tflops": round(tflops, 1) if spec.name == "prod" else None,
+        "clip_forward_share_of_bf16_peak": round(tflops / peak, 3) if peak and spec.name == "prod" else None,
+        "llm_tokens_per_s": figures["enrichment"]["tokens_per_s"],
+        "llm_items_per_s": figures["enrichment"]["rows_per_s"],
+        "figures": figures,
+    }
 
 
 def markdown(result: dict, command: str) -> str:
     f = result["figures"]
-    rows = [("grounding (Grounding DINO-T, bf16)", f"{result['grounding_img_per_s']} img/s", f["grounding"]),
-            ("enrichment (1.1B Llama, bf16, 3 steps)",
-             f"{result['llm_tokens_per_s']} tok/s, {result['llm_items_per_s']} items/s", f["enrichment"]),
-            ("CLIP stage (ViT-L-14, image+text+fusion)", f"{result['clip_stage_items_per_s']} items/s", f["clip"]),
-            ("CLIP image tower forward only", f"{result['clip_image_forward_img_per_s']} img/s "
-             f"({result['clip_forward_vs_a100_312']}x the A100's 312 img/s)", f["clip_image_forward_only"])]
-    lines = [f"GPU check {result['date']} on {result['device']}: `{command}`", "",
-             "| stage | throughput | GPU util mean/max | GPU memory max |", "|---|---|---|---|"]
-    lines += [f"| {name} | {value} | {w.get('gpu_util_mean_pct')}/{w.get('gpu_util_max_pct')} % | "
-              f"{w.get('gpu_mem_max_mib')} MiB |" for name, value, w in rows]
+    rows = [
+        ("grounding (Grounding DINO-T, bf16)", f"{result['grounding_img_per_s']} img/s", f["grounding"]),
+        (
+            "enrichment (1.1B Llama, bf16, 3 steps)",
+            f"{result['llm_tokens_per_s']} tok/s, {result['llm_items_per_s']} items/s",
+            f["enrichment"],
+        ),
+        (
+            "CLIP stage (ViT-L-14, image+text+fusion)",
+            f"{result['clip_stage_items_per_s']} items/s",
+            f["clip"],
+        ),
+        (
+            "CLIP image tower forward only",
+            f"{result['clip_image_forward_img_per_s']} img/s "
+            f"({result['clip_forward_vs_a100_312']}x the A100's 312 img/s)",
+            f["clip_image_forward_only"],
+        ),
+    ]
+    lines = [
+        f"GPU check {result['date']} on {result['device']}: `{command}`",
+        "",
+        "| stage | throughput | GPU util mean/max | GPU memory max |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {value} | {w.get('gpu_util_mean_pct')}/{w.get('gpu_util_max_pct')} % | "
+        f"{w.get('gpu_mem_max_mib')} MiB |"
+        for name, value, w in rows
+    ]
     if result["clip_forward_share_of_bf16_peak"] is not None:
-        lines.append(f"\nCLIP forward: {result['clip_forward_tflops']} TFLOPS = "
-                     f"{result['clip_forward_share_of_bf16_peak']:.1%} of the bf16 dense peak.")
+        lines.append(
+            f"\nCLIP forward: {result['clip_forward_tflops']} TFLOPS = "
+            f"{result['clip_forward_share_of_bf16_peak']:.1%} of the bf16 dense peak."
+        )
     return "\n".join(lines)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cpu-smoke", action="store_true", help="tiny architectures, 2 batches per stage, on CPU")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.gpu_check",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--cpu-smoke", action="store_true", help="tiny architectures, 2 batches per stage, on CPU"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
@@ -393,8 +557,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     import torch
 
     if not args.cpu_smoke and not torch.cuda.is_available():
-        sys.stderr.write("gpu_check: CUDA is not available on this machine; run it on a GPU node "
-                         "(or `python -m benchmarks.gpu_check --cpu-smoke` to check the script on CPU)\n")
+        sys.stderr.write(
+            "gpu_check: CUDA is not available on this machine; run it on a GPU node "
+            "(or `python -m benchmarks.gpu_check --cpu-smoke` to check the script on CPU)\n"
+        )
         return 2
     spec, device = (SMOKE, "cpu") if args.cpu_smoke else (PROD, "cuda")
     device_name = torch.cuda.get_device_name(0) if device == "cuda" else "cpu"

@@ -1,4 +1,5 @@
 """Measuring helpers: repeat statistics, peak-RSS sampling, pipeline batch marks, machine description."""
+
 from __future__ import annotations
 
 import contextlib
@@ -22,11 +23,17 @@ def spread(values: Sequence[float]) -> Dict[str, object]:
     values = [float(v) for v in values]
     if not values:
         return {"median": None, "min": None, "max": None, "values": []}
-    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
-            "max": round(max(values), 4), "values": [round(v, 4) for v in values]}
+    return {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "values": [round(v, 4) for v in values],
+    }
 
 
-def ratio(numerators: Sequence[Optional[float]], denominators: Sequence[Optional[float]]) -> Dict[str, object]:
+def ratio(
+    numerators: Sequence[Optional[float]], denominators: Sequence[Optional[float]]
+) -> Dict[str, object]:
     """Ratio of medians, and the spread of the paired per-repeat ratios (repeats were interleaved).
 
     Missing figures (None) are left out; with none left the ratio is None.
@@ -36,7 +43,10 @@ def ratio(numerators: Sequence[Optional[float]], denominators: Sequence[Optional
     if not nums or not dens:
         return {"of_medians": None, "paired": spread([])}
     paired = [a / b for a, b in zip(numerators, denominators) if a is not None and b]
-    return {"of_medians": round(statistics.median(nums) / statistics.median(dens), 4), "paired": spread(paired)}
+    return {
+        "of_medians": round(statistics.median(nums) / statistics.median(dens), 4),
+        "paired": spread(paired),
+    }
 
 
 @dataclass
@@ -52,8 +62,11 @@ class RssPeaks:
     _pids: set = field(default_factory=set, repr=False)
 
     def as_dict(self) -> Dict[str, float]:
-        return {k: round(v, 1) if isinstance(v, float) else v for k, v in self.__dict__.items()
-                if not k.startswith("_")}
+        return {
+            k: round(v, 1) if isinstance(v, float) else v
+            for k, v in self.__dict__.items()
+            if not k.startswith("_")
+        }
 
 
 class RssSampler:
@@ -128,9 +141,9 @@ def driver_peak_rss_mib() -> float:
 @contextlib.contextmanager
 def pipeline_marks() -> Iterator[List[tuple]]:
     """Record (perf_counter, rows) of every shard-writer summary that run_job's pipeline receives."""
-    from vlclip_core import pipeline
+    from vlclip_core.pipeline import runner
 
-    real = pipeline._summaries
+    real = runner.summaries
     marks: List[tuple] = []
 
     def recording(*args, **kwargs):
@@ -138,21 +151,28 @@ def pipeline_marks() -> Iterator[List[tuple]]:
             marks.append((time.perf_counter(), int(summary["rows"])))
             yield summary
 
-    pipeline._summaries = recording
+    runner.summaries = recording
     try:
         yield marks
     finally:
-        pipeline._summaries = real
+        runner.summaries = real
 
 
 def machine_info() -> Dict[str, object]:
     """CPU count and model, RAM, Python and library versions, the git commit of the working tree."""
-    return {"cpu_count": os.cpu_count(), "cpu_model": _cpu_model(),
-            "ram_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
-            "python": platform.python_version(), "platform": platform.platform(),
-            **{f"{name}_version": _version(name) for name in ("torch", "ray", "pyspark", "delta", "transformers",
-                                                             "open_clip", "pyarrow")},
-            "git_commit": _git_commit(), "git_dirty": _git_dirty()}
+    return {
+        "cpu_count": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "ram_gib": round(psutil.virtual_memory().total / 1024**3, 1),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        **{
+            f"{name}_version": _version(name)
+            for name in ("torch", "ray", "pyspark", "delta", "transformers", "open_clip", "pyarrow")
+        },
+        "git_commit": _git_commit(),
+        "git_dirty": _git_dirty(),
+    }
 
 
 def _cpu_model() -> str:
@@ -178,8 +198,13 @@ def _version(module: str) -> str:
 
 def _git(*args: str) -> str:
     try:
-        return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__)))).stdout.strip()
+        return subprocess.run(
+            ["git", *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
 

@@ -1,4 +1,5 @@
 """Benchmark model sizes: `tiny` (the test models) and `bench` (bigger, so models dominate decoding on CPU)."""
+
 from __future__ import annotations
 
 import contextlib
@@ -18,8 +19,9 @@ BENCH_CLIP_CONFIG = {
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 4},
 }
 BENCH_DETECTOR_SIZE = {"shortest_edge": 224, "longest_edge": 320}
-BENCH_LLM = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2)
+BENCH_LLM = dict(
+    hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+)
 MODEL_SIZES = ("tiny", "bench")
 
 
@@ -38,9 +40,13 @@ def build_models(out_dir: str, size: str = "bench", seed: int = 0) -> Dict[str, 
         if stamp.get("seed") == seed:
             return stamp["paths"]
     clip = build_clip(out_dir, size, seed)
-    paths = {"clip_model_name": clip["model_name"], "clip_config_dir": clip["config_dir"],
-             "clip_checkpoint": clip["checkpoint"], "detector": _build_detector(out_dir, seed),
-             "llm": _build_llm(out_dir, seed)}
+    paths = {
+        "clip_model_name": clip["model_name"],
+        "clip_config_dir": clip["config_dir"],
+        "clip_checkpoint": clip["checkpoint"],
+        "detector": _build_detector(out_dir, seed),
+        "llm": _build_llm(out_dir, seed),
+    }
     with open(ready, "w", encoding="utf-8") as fh:
         json.dump({"seed": seed, "paths": paths}, fh, indent=2, sort_keys=True)
     log.info("built %s models (seed %d) in %s", size, seed, out_dir)
@@ -57,24 +63,56 @@ def build_clip(out_dir: str, size: str = "bench", seed: int = 0) -> Dict[str, st
 
 
 def _build_detector(out_dir: str, seed: int) -> str:
-    from transformers import (BertConfig, BertTokenizerFast, GroundingDinoConfig, GroundingDinoForObjectDetection,
-                              GroundingDinoImageProcessor, GroundingDinoProcessor, SwinConfig)
+    from transformers import (
+        BertConfig,
+        BertTokenizerFast,
+        GroundingDinoConfig,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+        SwinConfig,
+    )
 
     from vlclip_core.models.tiny import tiny_bert_vocab
 
     det_dir = os.path.join(out_dir, "detector")
     tokenizer = BertTokenizerFast(vocab=tiny_bert_vocab())
-    processor = GroundingDinoProcessor(image_processor=GroundingDinoImageProcessor(size=BENCH_DETECTOR_SIZE),
-                                       tokenizer=tokenizer)
+    processor = GroundingDinoProcessor(
+        image_processor=GroundingDinoImageProcessor(size=BENCH_DETECTOR_SIZE), tokenizer=tokenizer
+    )
     processor.save_pretrained(det_dir)
-    backbone = SwinConfig(image_size=224, patch_size=4, embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 2, 4],
-                          window_size=7, out_features=["stage2", "stage3", "stage4"])
-    text = BertConfig(vocab_size=len(tokenizer), hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      intermediate_size=128, max_position_embeddings=128)
-    config = GroundingDinoConfig(backbone_config=backbone, text_config=text, d_model=64, num_queries=50,
-                                 encoder_layers=2, decoder_layers=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                                 encoder_attention_heads=2, decoder_attention_heads=2, encoder_n_points=2,
-                                 decoder_n_points=2, max_text_len=128)
+    backbone = SwinConfig(
+        image_size=224,
+        patch_size=4,
+        embed_dim=32,
+        depths=[1, 1, 2, 1],
+        num_heads=[1, 2, 2, 4],
+        window_size=7,
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    text = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=128,
+        max_position_embeddings=128,
+    )
+    config = GroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        d_model=64,
+        num_queries=50,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        max_text_len=128,
+    )
     with _seeded(seed):
         model = GroundingDinoForObjectDetection(config).eval()
     model.save_pretrained(det_dir)
@@ -88,9 +126,15 @@ def _build_llm(out_dir: str, seed: int) -> str:
 
     path = os.path.join(out_dir, "llm")
     tokenizer = build_tiny_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), max_position_embeddings=2048, tie_word_embeddings=True,
-                         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, **BENCH_LLM)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **BENCH_LLM,
+    )
     with _seeded(seed):
         model = LlamaForCausalLM(config).eval()
     model.generation_config.do_sample = False

@@ -1,4 +1,5 @@
 """The naive baseline: the same stages inside one Spark mapInPandas job, models cached per Python worker."""
+
 from __future__ import annotations
 
 import functools
@@ -10,8 +11,8 @@ import pandas as pd
 
 from benchmarks.bare import CACHE_COLUMNS, build_stages, chain, objects
 from vlclip_core import schema as S
+from vlclip_core.batch import Batch
 from vlclip_core.config import VlclipConfig
-from vlclip_core.stages.base import Batch
 
 OUTPUT_SCHEMA = "item_id string, status string, embedding array<float>, done_at double"
 INPUT_COLUMNS = (S.ITEM_ID, S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON, S.IMAGE_URI)
@@ -34,8 +35,12 @@ def worker_stages(config: VlclipConfig, run_key: str) -> Dict[str, object]:
 def frame_batch(frame: pd.DataFrame) -> Batch:
     """A pandas frame of catalog columns as a work batch (None for nulls, empty cache columns)."""
     n = len(frame)
-    batch = {c: objects(None if v is None or (isinstance(v, float) and np.isnan(v)) else v
-                        for v in frame[c].tolist()) for c in INPUT_COLUMNS}
+    batch = {
+        c: objects(
+            None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in frame[c].tolist()
+        )
+        for c in INPUT_COLUMNS
+    }
     for name in CACHE_COLUMNS:
         batch[name] = objects([None] * n)
     batch[S.CACHED_SCORE] = np.full(n, np.nan, dtype=np.float32)
@@ -45,27 +50,45 @@ def frame_batch(frame: pd.DataFrame) -> Batch:
 def result_frame(batch: Batch) -> pd.DataFrame:
     vectors = batch[S.EMBEDDING]
     embeddings = [None if np.isnan(v).any() else v for v in vectors]
-    return pd.DataFrame({S.ITEM_ID: batch[S.ITEM_ID], S.STATUS: batch[S.STATUS], S.EMBEDDING: embeddings,
-                         "done_at": time.time()})
+    return pd.DataFrame(
+        {
+            S.ITEM_ID: batch[S.ITEM_ID],
+            S.STATUS: batch[S.STATUS],
+            S.EMBEDDING: embeddings,
+            "done_at": time.time(),
+        }
+    )
 
 
-def embed_frames(frames: Iterator[pd.DataFrame], config: VlclipConfig, run_key: str) -> Iterator[pd.DataFrame]:
+def embed_frames(
+    frames: Iterator[pd.DataFrame], config: VlclipConfig, run_key: str
+) -> Iterator[pd.DataFrame]:
     """mapInPandas body: every frame through decode -> grounding -> enrichment -> clip."""
     stages = worker_stages(config, run_key)
     for batch in chain((frame_batch(f) for f in frames), stages, config):
         yield result_frame(batch)
 
 
-def run_naive(spark, catalog_dir: str, config: VlclipConfig, out_path: str, partitions: int, run_key: str) -> dict:
+def run_naive(
+    spark, catalog_dir: str, config: VlclipConfig, out_path: str, partitions: int, run_key: str
+) -> dict:
     """Read the catalog, embed it in mapInPandas, write Delta; returns wall seconds and per-batch marks."""
     from pyspark.sql import functions as F
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.stages.decode.batch_size))
     start = time.time()
-    frame = (spark.read.parquet(catalog_dir)
-             .select(S.ITEM_ID, S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE,
-                     F.to_json(S.ATTRIBUTES).alias(S.ATTRIBUTES_JSON), S.IMAGE_URI)
-             .repartition(partitions))
+    frame = (
+        spark.read.parquet(catalog_dir)
+        .select(
+            S.ITEM_ID,
+            S.TITLE,
+            S.DESCRIPTION,
+            S.PRODUCT_TYPE,
+            F.to_json(S.ATTRIBUTES).alias(S.ATTRIBUTES_JSON),
+            S.IMAGE_URI,
+        )
+        .repartition(partitions)
+    )
     body = functools.partial(embed_frames, config=config, run_key=run_key)
     frame.mapInPandas(body, schema=OUTPUT_SCHEMA).write.format("delta").mode("overwrite").save(out_path)
     total = time.time() - start

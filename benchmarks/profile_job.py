@@ -8,6 +8,7 @@ follows untimed warm-up runs, so it shows steady costs, not JVM start-up. Writes
 profile.html under <out>/profile-<scenario>-<items>/ and prints the text tree. Time shown under
 py4j's socket.recv_into is the driver waiting for Spark; under the pipeline's queue.get, for Ray.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,15 +21,18 @@ from benchmarks.catalogs import synthetic_catalog
 from benchmarks.context import BenchContext, BenchOptions, shutdown_ray
 from benchmarks.delta_bench import NOOP_DIM, synthetic_rows
 from vlclip_core import schema as S
-from vlclip_core.spark_session import get_spark
-from vlclip_core.tables import Tables, merge_embeddings
+from vlclip_core.warehouse.spark_session import get_spark
+from vlclip_core.warehouse.tables import Tables, merge_embeddings
 
 log = logging.getLogger(__name__)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.profile_job", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.profile_job",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--scenario", choices=("noop", "e2e"), default="noop")
     p.add_argument("--items", type=int, default=100_000)
     p.add_argument("--model-size", choices=("tiny", "bench"), default="tiny", help="models of the e2e run")
@@ -39,29 +43,38 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def noop_config(ctx: BenchContext, n_items: int):
     """A warehouse whose embeddings are current for every item of a synthetic catalog."""
-    from vlclip_core.catalog import load_valid_and_invalid
-    from vlclip_core.job import llm_identity
+    from vlclip_core.config import llm_identity
+    from vlclip_core.selection.catalog import load_valid_and_invalid
 
-    config = ctx.job_config(synthetic_catalog(ctx.data_dir, n_items), ctx.work_dir(f"profile-noop-{n_items}"), "tiny")
+    config = ctx.job_config(
+        synthetic_catalog(ctx.data_dir, n_items), ctx.work_dir(f"profile-noop-{n_items}"), "tiny"
+    )
     tables = Tables(ctx.spark, config.warehouse)
     tables.ensure_all()
     valid, _ = load_valid_and_invalid(ctx.spark, config.catalog, config.model_version, llm_identity(config))
-    merge_embeddings(tables, synthetic_rows(valid.select(S.ITEM_ID, S.CONTENT_HASH), config.model_version, NOOP_DIM,
-                                            ctx.options.seed), config.model_version, update_unchanged=False)
+    merge_embeddings(
+        tables,
+        synthetic_rows(
+            valid.select(S.ITEM_ID, S.CONTENT_HASH), config.model_version, NOOP_DIM, ctx.options.seed
+        ),
+        config.model_version,
+        update_unchanged=False,
+    )
     return config
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     from pyinstrument import Profiler
 
-    from vlclip_core.job import run_job
     from vlclip_core.logs import setup_logging
+    from vlclip_core.run.job import run_job
 
     args = parse_args(argv)
     setup_logging()
     ctx = BenchContext(BenchOptions(out=args.out))
-    ctx.spark = get_spark(ctx.job_config(synthetic_catalog(ctx.data_dir, 1), ctx.work_dir("profile-unused"),
-                                         "tiny").spark)
+    ctx.spark = get_spark(
+        ctx.job_config(synthetic_catalog(ctx.data_dir, 1), ctx.work_dir("profile-unused"), "tiny").spark
+    )
     if args.scenario == "noop":
         config = noop_config(ctx, args.items)
         warehouse = config.warehouse.path
@@ -87,8 +100,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     with open(os.path.join(out_dir, "profile.html"), "w", encoding="utf-8") as fh:
         fh.write(profiler.output_html())
     print(text)
-    print(f"profiled run: {wall:.2f} s, {report.items_selected} selected, phases {report.stage_seconds}; "
-          f"warehouse {warehouse}; written to {out_dir}")
+    print(
+        f"profiled run: {wall:.2f} s, {report.items_selected} selected, phases {report.phase_seconds}; "
+        f"warehouse {warehouse}; written to {out_dir}"
+    )
     return 0
 
 

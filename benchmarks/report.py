@@ -1,4 +1,5 @@
 """The benchmark report: results.json with every figure and the machine, and the printed table."""
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,15 @@ def headline(figure: str, stats: dict, unit: str = "", goal: str = "", met=None)
     """One row of the printed table: a figure's median and min-max (or a ratio's), its goal and verdict."""
     if "of_medians" in stats:
         stats = {"median": stats["of_medians"], "min": stats["paired"]["min"], "max": stats["paired"]["max"]}
-    return {"figure": figure, "median": stats.get("median"), "min": stats.get("min"), "max": stats.get("max"),
-            "unit": unit, "goal": goal, "met": met}
+    return {
+        "figure": figure,
+        "median": stats.get("median"),
+        "min": stats.get("min"),
+        "max": stats.get("max"),
+        "unit": unit,
+        "goal": goal,
+        "met": met,
+    }
 
 
 def at_least(stats: dict, goal: float):
@@ -51,8 +59,10 @@ def table_lines(results: Dict[str, object]) -> List[str]:
             lines.append(f"| {name} | FAILED: {_short(outcome.get('error', ''))} | | | | |")
             continue
         for row in outcome["headline"]:
-            lines.append(f"| {name} | {row['figure']} | {_num(row['median'], row['unit'])} | "
-                         f"{_num(row['min'])}–{_num(row['max'])} | {row['goal']} | {_verdict(row['met'])} |")
+            lines.append(
+                f"| {name} | {row['figure']} | {_num(row['median'], row['unit'])} | "
+                f"{_num(row['min'])}–{_num(row['max'])} | {row['goal']} | {_verdict(row['met'])} |"
+            )
     return lines
 
 

@@ -1,4 +1,5 @@
 """`make bench`: run the comparisons of issue 5 side by side in one process, print a table, write results.json."""
+
 from __future__ import annotations
 
 import argparse
@@ -32,43 +33,90 @@ COMPARISONS: Dict[str, Callable[[BenchContext], dict]] = {
     "ann_recall": ann_recall,
     "train_throughput": train_throughput,
 }
-QUICK = dict(overhead_items=100, scale_small=60, scale_large=600, image_pool=100, noop_items=5_000,
-             merge_sizes=(5_000, 50_000), merge_changed=500, merge_rows_per_file=5_000, shard_size=200,
-             ann_items=10_000)
+QUICK = dict(
+    overhead_items=100,
+    scale_small=60,
+    scale_large=600,
+    image_pool=100,
+    noop_items=5_000,
+    merge_sizes=(5_000, 50_000),
+    merge_changed=500,
+    merge_rows_per_file=5_000,
+    shard_size=200,
+    ann_items=10_000,
+)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     p.add_argument("--out", default="bench_out", help="output directory (results.json, data, work)")
-    p.add_argument("--repeats", type=int, default=None, help="repeats of each timed part (default 3; --quick 2)")
-    p.add_argument("--noop-repeats", type=int, default=None,
-                   help="repeats of the nightly no-op comparison (default 9; --quick 3)")
+    p.add_argument(
+        "--repeats", type=int, default=None, help="repeats of each timed part (default 3; --quick 2)"
+    )
+    p.add_argument(
+        "--noop-repeats",
+        type=int,
+        default=None,
+        help="repeats of the nightly no-op comparison (default 9; --quick 3)",
+    )
     p.add_argument("--scaling-repeats", type=int, default=1, help="repeats of the two scaling runs")
-    p.add_argument("--scale-small", type=int, default=None, help="items of the small scaling run (default 2000)")
-    p.add_argument("--scale-large", type=int, default=None, help="items of the large scaling run (default 20000)")
-    p.add_argument("--overhead-items", type=int, default=None,
-                   help="items of the overhead / naive / cache-win runs (default 500)")
-    p.add_argument("--model-size", choices=("tiny", "bench"), default="bench",
-                   help="models of the overhead / naive / cache-win runs")
+    p.add_argument(
+        "--scale-small", type=int, default=None, help="items of the small scaling run (default 2000)"
+    )
+    p.add_argument(
+        "--scale-large", type=int, default=None, help="items of the large scaling run (default 20000)"
+    )
+    p.add_argument(
+        "--overhead-items",
+        type=int,
+        default=None,
+        help="items of the overhead / naive / cache-win runs (default 500)",
+    )
+    p.add_argument(
+        "--model-size",
+        choices=("tiny", "bench"),
+        default="bench",
+        help="models of the overhead / naive / cache-win runs",
+    )
     p.add_argument("--scaling-model-size", choices=("tiny", "bench"), default="tiny")
     p.add_argument("--bare-threads", type=int, default=0, help="torch threads of the bare loop (0: all CPUs)")
-    p.add_argument("--only", action="append", choices=sorted(COMPARISONS),
-                   help="run only these comparisons (repeatable)")
-    p.add_argument("--quick", action="store_true", help="every size ~10-50x smaller: a smoke run of a few minutes")
+    p.add_argument(
+        "--only", action="append", choices=sorted(COMPARISONS), help="run only these comparisons (repeatable)"
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="every size ~10-50x smaller: a smoke run of a few minutes"
+    )
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", dest="job_overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="config override of every run (repeatable), e.g. stages.enrichment.num_actors=2")
+    p.add_argument(
+        "--set",
+        dest="job_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override of every run (repeatable), e.g. stages.enrichment.num_actors=2",
+    )
     return p.parse_args(argv)
 
 
 def options_from(args: argparse.Namespace) -> BenchOptions:
-    opts = BenchOptions(out=args.out, scaling_repeats=args.scaling_repeats, model_size=args.model_size,
-                        scaling_model_size=args.scaling_model_size, bare_threads=args.bare_threads, seed=args.seed,
-                        job_overrides=tuple(args.job_overrides))
+    opts = BenchOptions(
+        out=args.out,
+        scaling_repeats=args.scaling_repeats,
+        model_size=args.model_size,
+        scaling_model_size=args.scaling_model_size,
+        bare_threads=args.bare_threads,
+        seed=args.seed,
+        job_overrides=tuple(args.job_overrides),
+    )
     if args.quick:
         opts = dataclasses.replace(opts, repeats=2, noop_repeats=3, **QUICK)
-    explicit = {"repeats": args.repeats, "noop_repeats": args.noop_repeats, "scale_small": args.scale_small,
-                "scale_large": args.scale_large, "overhead_items": args.overhead_items}
+    explicit = {
+        "repeats": args.repeats,
+        "noop_repeats": args.noop_repeats,
+        "scale_small": args.scale_small,
+        "scale_large": args.scale_large,
+        "overhead_items": args.overhead_items,
+    }
     return dataclasses.replace(opts, **{k: v for k, v in explicit.items() if v is not None})
 
 
@@ -82,8 +130,11 @@ def run_comparison(name: str, fn: Callable[[BenchContext], dict], ctx: BenchCont
         outcome = {"status": "ok", **fn(ctx)}
     except Exception as err:  # noqa: BLE001 - one failed comparison must not stop the others
         log.error("%s failed: %s: %s", name, type(err).__name__, err)
-        outcome = {"status": "failed", "error": f"{type(err).__name__}: {err}"[:2000],
-                   "traceback": traceback.format_exc()[-8000:]}
+        outcome = {
+            "status": "failed",
+            "error": f"{type(err).__name__}: {err}"[:2000],
+            "traceback": traceback.format_exc()[-8000:],
+        }
         shutdown_ray()
     outcome["seconds"] = round(time.perf_counter() - start, 2)
     return outcome
@@ -100,7 +151,7 @@ def release_session_caches(spark) -> None:
 
 def start_spark():
     from vlclip_core.config import load_config
-    from vlclip_core.spark_session import get_spark
+    from vlclip_core.warehouse.spark_session import get_spark
 
     return get_spark(load_config("conf/tiny.yaml", ("catalog.path=unused",)).spark)
 
@@ -109,9 +160,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     _setup_environment()
     opts = options_from(args)
-    results = {"command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "options": dataclasses.asdict(opts), "machine": machine_info(),
-               "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "comparisons": {}}
+    results = {
+        "command": "python -m benchmarks.run " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "options": dataclasses.asdict(opts),
+        "machine": machine_info(),
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "comparisons": {},
+    }
     start = time.perf_counter()
     spark = start_spark()
     results["spark_start_s"] = round(time.perf_counter() - start, 2)
@@ -134,8 +189,13 @@ def _setup_environment() -> None:
     """Offline hub, loopback Spark, and the repo on PYTHONPATH so Spark's Python workers import benchmarks."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     os.chdir(repo)
-    for key, value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "SPARK_LOCAL_IP": "127.0.0.1",
-                       "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}.items():
+    for key, value in {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "TOKENIZERS_PARALLELISM": "false",
+    }.items():
         os.environ.setdefault(key, value)
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     os.environ["PYTHONPATH"] = os.pathsep.join([repo] + [p for p in paths if p != repo])

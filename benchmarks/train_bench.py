@@ -7,6 +7,7 @@ cropped at their true boxes, cleaned catalog text), with the same torch thread c
 (first step to last, model loading excluded; the Ray side measures inside its worker, before its one
 checkpoint) and wall time of the whole call (Ray Train start-up, model load and the checkpoint included).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,17 +31,26 @@ log = logging.getLogger("benchmarks.train_bench")
 def write_bench_pairs(out: str, items: int, seed: int, max_side: int) -> str:
     """A pairs Parquet (all train) from a generated sample catalog, built by the pairs module's own row code."""
     from vlclip_core.config import ImageConfig
-    from vlclip_core.sample_catalog import TRUE_BOX, make_sample_catalog, read_catalog
+    from vlclip_core.tools.sample_catalog import TRUE_BOX, make_sample_catalog, read_catalog
     from vlclip_core.train.config import DataConfig
     from vlclip_core.train.pairs import SPLIT, TRAIN, pair_row
 
     path = os.path.join(out, "pairs", "part-0.parquet")
     if os.path.exists(path):
         return os.path.dirname(path)
-    catalog = read_catalog(make_sample_catalog(os.path.join(out, "catalog"), n_items=items, seed=seed)).to_pylist()
+    catalog = read_catalog(
+        make_sample_catalog(os.path.join(out, "catalog"), n_items=items, seed=seed)
+    ).to_pylist()
     data = DataConfig(ablation="no_enrichment", max_side=max_side)
-    rows = [pair_row({**r, SPLIT: TRAIN, "enriched_text": None, "grounding_box": r[TRUE_BOX], "grounded": True},
-                     ImageConfig(), data, 600) for r in catalog]
+    rows = [
+        pair_row(
+            {**r, SPLIT: TRAIN, "enriched_text": None, "grounding_box": r[TRUE_BOX], "grounded": True},
+            ImageConfig(),
+            data,
+            600,
+        )
+        for r in catalog
+    ]
     os.makedirs(os.path.dirname(path), exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return os.path.dirname(path)
@@ -49,18 +59,33 @@ def write_bench_pairs(out: str, items: int, seed: int, max_side: int) -> str:
 def bench_config(out: str, clip: Dict[str, str], pairs: str, args: argparse.Namespace):
     from vlclip_core.train.config import load_train_config
 
-    return load_train_config("conf/train_tiny.yaml", (
-        f"embed.catalog.path={os.path.join(out, 'catalog')}", f"embed.models.clip.model_name={clip['model_name']}",
-        f"embed.models.clip.config_dir={clip['config_dir']}", f"embed.models.clip.pretrained={clip['checkpoint']}",
-        "embed.ray.num_cpus=2", f"train.steps={args.steps}", f"train.checkpoint_every={args.steps}",
-        f"train.batch_size={args.batch_size}", f"train.cpus_per_worker={args.cpus_per_worker}",
-        f"train.output_dir={os.path.join(out, 'training')}"))
+    return load_train_config(
+        "conf/train_tiny.yaml",
+        (
+            f"embed.catalog.path={os.path.join(out, 'catalog')}",
+            f"embed.models.clip.model_name={clip['model_name']}",
+            f"embed.models.clip.config_dir={clip['config_dir']}",
+            f"embed.models.clip.pretrained={clip['checkpoint']}",
+            "embed.ray.num_cpus=2",
+            f"train.steps={args.steps}",
+            f"train.checkpoint_every={args.steps}",
+            f"train.batch_size={args.batch_size}",
+            f"train.cpus_per_worker={args.cpus_per_worker}",
+            f"train.output_dir={os.path.join(out, 'training')}",
+        ),
+    )
 
 
 def bare_loop(cfg, clip_cfg, pairs: str) -> Dict[str, float]:
     """The same steps in this process: no Ray, no DDP, no checkpoint."""
-    from vlclip_core.train.loop import (PairShard, load_train_model, make_loss, make_optimizer, seed_everything,
-                                        train_step)
+    from vlclip_core.train.loop import (
+        PairShard,
+        load_train_model,
+        make_loss,
+        make_optimizer,
+        seed_everything,
+        train_step,
+    )
 
     start = time.perf_counter()
     torch.set_num_threads(cfg.train.threads())
@@ -102,10 +127,17 @@ def run(args: argparse.Namespace) -> dict:
         bare.append(bare_loop(cfg, clip_for_workers(embed), pairs))
         ray_runs.append(ray_loop(cfg, embed, pairs, f"bench-{stamp}-{repeat}"))
         log.info("repeat %d: bare %s, ray %s", repeat, bare[-1], ray_runs[-1])
-    return {"model_size": args.model_size, "items": args.items, "steps": args.steps, "batch_size": args.batch_size,
-            "torch_threads": cfg.train.threads(), "bare": _spread(bare), "ray_train": _spread(ray_runs),
-            "ratio_pairs_per_s": ratio([r["pairs_per_s"] for r in ray_runs], [b["pairs_per_s"] for b in bare]),
-            "ratio_wall": ratio([r["wall_s"] for r in ray_runs], [b["wall_s"] for b in bare])}
+    return {
+        "model_size": args.model_size,
+        "items": args.items,
+        "steps": args.steps,
+        "batch_size": args.batch_size,
+        "torch_threads": cfg.train.threads(),
+        "bare": _spread(bare),
+        "ray_train": _spread(ray_runs),
+        "ratio_pairs_per_s": ratio([r["pairs_per_s"] for r in ray_runs], [b["pairs_per_s"] for b in bare]),
+        "ratio_wall": ratio([r["wall_s"] for r in ray_runs], [b["wall_s"] for b in bare]),
+    }
 
 
 def train_throughput(ctx) -> dict:
@@ -113,10 +145,12 @@ def train_throughput(ctx) -> dict:
     opts = ctx.options
     figures = run(parse_args(["--out", opts.out, "--repeats", str(opts.repeats), "--seed", str(opts.seed)]))
     speed = figures["ratio_pairs_per_s"]
-    rows = [headline("bare torch loop pairs/s", figures["bare"]["pairs_per_s"], "pairs/s"),
-            headline("Ray Train loop pairs/s", figures["ray_train"]["pairs_per_s"], "pairs/s"),
-            headline("pairs/s ratio Ray Train/bare", speed, "x", ">= 0.8", at_least(speed, 0.8)),
-            headline("wall ratio Ray Train/bare", figures["ratio_wall"], "x")]
+    rows = [
+        headline("bare torch loop pairs/s", figures["bare"]["pairs_per_s"], "pairs/s"),
+        headline("Ray Train loop pairs/s", figures["ray_train"]["pairs_per_s"], "pairs/s"),
+        headline("pairs/s ratio Ray Train/bare", speed, "x", ">= 0.8", at_least(speed, 0.8)),
+        headline("wall ratio Ray Train/bare", figures["ratio_wall"], "x"),
+    ]
     return {"figures": figures, "headline": rows}
 
 
@@ -143,12 +177,17 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     args = parse_args(argv)
     _setup_environment()
-    results = {"command": "python -m benchmarks.train_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-               "machine": machine_info(), "train_throughput": run(args)}
+    results = {
+        "command": "python -m benchmarks.train_bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine_info(),
+        "train_throughput": run(args),
+    }
     path = write_json(results, os.path.join(args.out, "train_bench"))
     r = results["train_throughput"]
-    print(f"pairs/s  bare {r['bare']['pairs_per_s']['median']}  ray_train {r['ray_train']['pairs_per_s']['median']}  "
-          f"ratio {r['ratio_pairs_per_s']}")
+    print(
+        f"pairs/s  bare {r['bare']['pairs_per_s']['median']}  ray_train {r['ray_train']['pairs_per_s']['median']}  "
+        f"ratio {r['ratio_pairs_per_s']}"
+    )
     print(f"wall s   bare {r['bare']['wall_s']['median']}  ray_train {r['ray_train']['wall_s']['median']}")
     print(f"wrote {path}")
     return 0

@@ -1,13 +1,14 @@
 """spark-submit entry point of the nightly catalog-embedding job (also `python -m jobs.embed_catalog`)."""
+
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
 
 from vlclip_core.config import load_config
 from vlclip_core.logs import setup_logging
+from vlclip_core.tools.entry import run_entry
 
 # 0: succeeded; 1: failed (nothing of a run that breached job.thresholds with on_breach=fail is merged);
 # 3: degraded (merged, but a threshold was breached with on_breach=degraded)
@@ -15,38 +16,53 @@ EXIT_DEGRADED = 3
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="embed_catalog", description="Embed new and changed catalog items "
-                                     "(grounding -> LLM enrichment -> CLIP) into Delta tables.")
+    parser = argparse.ArgumentParser(
+        prog="embed_catalog",
+        description="Embed new and changed catalog items "
+        "(grounding -> LLM enrichment -> CLIP) into Delta tables.",
+    )
     parser.add_argument("--config", required=True, help="YAML profile, e.g. conf/tiny.yaml")
-    parser.add_argument("--catalog", help="catalog location (Delta table or Parquet directory); overrides catalog.path")
-    parser.add_argument("--warehouse", help="directory of the job's own Delta tables; overrides warehouse.path")
+    parser.add_argument(
+        "--catalog", help="catalog location (Delta table or Parquet directory); overrides catalog.path"
+    )
+    parser.add_argument(
+        "--warehouse", help="directory of the job's own Delta tables; overrides warehouse.path"
+    )
     parser.add_argument("--mode", choices=("incremental", "backfill"), help="default: incremental")
     parser.add_argument("--run-id", help="resume (or create) this run id")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, repeatable (e.g. --set stages.clip.batch_size=64)")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, repeatable (e.g. --set stages.clip.batch_size=64)",
+    )
     parser.add_argument("--log-level", default="INFO")
     return parser.parse_args(argv)
 
 
 def overrides_from(args: argparse.Namespace) -> tuple:
-    flags = {"catalog.path": args.catalog, "warehouse.path": args.warehouse, "job.mode": args.mode,
-             "job.run_id": args.run_id}
+    flags = {
+        "catalog.path": args.catalog,
+        "warehouse.path": args.warehouse,
+        "job.mode": args.mode,
+        "job.run_id": args.run_id,
+    }
     return tuple(args.overrides) + tuple(f"{k}={v}" for k, v in flags.items() if v)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    from vlclip_core.job import run_job
-    from vlclip_core.summary import format_summary
+    return run_entry("run", lambda: _run(args))
 
-    try:
-        config = load_config(args.config, overrides_from(args))
-        report = run_job(config)
-    except Exception as err:  # noqa: BLE001 - the scheduler needs a reason and a non-zero exit
-        logging.getLogger("vlclip").error("run failed: %s: %s", type(err).__name__, err)
-        print(f"vlclip: run failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+
+def _run(args: argparse.Namespace) -> int:
+    from vlclip_core.run.job import run_job
+    from vlclip_core.run.summary import format_summary
+
+    report = run_job(load_config(args.config, overrides_from(args)))
     print(format_summary(report))
     if report.status == "degraded":
         print(f"vlclip: run degraded: {report.message}", file=sys.stderr)

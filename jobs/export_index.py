@@ -1,30 +1,46 @@
 """Entry point that builds/updates the similar-items ANN indexes from `embeddings` and prints neighbours (spark-submit or python -m)."""
+
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from typing import List, Optional
 
 from vlclip_core.config import load_config
 from vlclip_core.logs import setup_logging
+from vlclip_core.tools.entry import run_entry
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="export_index", description="Build or update one FAISS HNSW index per "
-                                     "model_version from the embeddings Delta table (incrementally from its "
-                                     "change data feed), or print an item's nearest neighbours.")
+    parser = argparse.ArgumentParser(
+        prog="export_index",
+        description="Build or update one FAISS HNSW index per "
+        "model_version from the embeddings Delta table (incrementally from its "
+        "change data feed), or print an item's nearest neighbours.",
+    )
     parser.add_argument("--config", required=True, help="YAML profile, e.g. conf/tiny.yaml")
     parser.add_argument("--warehouse", help="overrides warehouse.path")
-    parser.add_argument("--out", help="index root directory; overrides index.path (default <warehouse>/_index)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, repeatable")
+    parser.add_argument(
+        "--out", help="index root directory; overrides index.path (default <warehouse>/_index)"
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, repeatable",
+    )
     parser.add_argument("--log-level", default="INFO")
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="bring the indexes to the table's latest version")
-    build.add_argument("--model-version", action="append", default=[], help="repeatable; default: all in the table")
-    build.add_argument("--full", action="store_true", help="rebuild from the table instead of the change feed")
+    build.add_argument(
+        "--model-version", action="append", default=[], help="repeatable; default: all in the table"
+    )
+    build.add_argument(
+        "--full", action="store_true", help="rebuild from the table instead of the change feed"
+    )
     similar = commands.add_parser("similar", help="print the k nearest items of an item")
     similar.add_argument("--model-version", required=True)
     similar.add_argument("--item-id", required=True)
@@ -40,8 +56,8 @@ def config_from(args: argparse.Namespace):
 
 
 def build(config, args: argparse.Namespace) -> int:
-    from vlclip_core.index_export import export_indexes, result_dict
-    from vlclip_core.spark_session import get_spark
+    from vlclip_core.index.export import export_indexes, result_dict
+    from vlclip_core.warehouse.spark_session import get_spark
 
     results = export_indexes(get_spark(config.spark), config, args.model_version, full=args.full)
     for result in results:
@@ -50,11 +66,12 @@ def build(config, args: argparse.Namespace) -> int:
 
 
 def similar(config, args: argparse.Namespace) -> int:
-    from vlclip_core.ann_index import ItemIndex
-    from vlclip_core.index_export import index_directory
+    from vlclip_core.index.ann import ItemIndex
+    from vlclip_core.index.export import index_directory
 
-    index = ItemIndex.load(index_directory(config.index.directory(config.warehouse), args.model_version),
-                           config.index.ef_search)
+    index = ItemIndex.load(
+        index_directory(config.index.directory(config.warehouse), args.model_version), config.index.ef_search
+    )
     for item_id, score in index.similar(args.item_id, args.k):
         print(f"{item_id}\t{score:.4f}")
     return 0
@@ -63,13 +80,12 @@ def similar(config, args: argparse.Namespace) -> int:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
-    try:
-        config = config_from(args)
-        return build(config, args) if args.command == "build" else similar(config, args)
-    except Exception as err:  # noqa: BLE001 - the scheduler needs a reason and a non-zero exit
-        logging.getLogger("vlclip").error("export failed: %s: %s", type(err).__name__, err)
-        print(f"vlclip: export failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
+    return run_entry("export", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = config_from(args)
+    return build(config, args) if args.command == "build" else similar(config, args)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """spark-submit entry point of VL-CLIP fine-tuning on Ray Train (also `python -m jobs.train_clip`)."""
+
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from typing import List, Optional
 
 from vlclip_core.logs import setup_logging
+from vlclip_core.tools.entry import run_entry
 from vlclip_core.train.config import load_train_config
 
 
@@ -16,22 +17,39 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warehouse", help="the embedding job's warehouse; overrides embed.warehouse.path")
     parser.add_argument("--catalog", help="the catalog; overrides embed.catalog.path")
     parser.add_argument("--model-version", help="embeddings rows to use; overrides data.model_version")
-    parser.add_argument("--ablation", choices=("none", "no_grounding", "no_enrichment", "no_grounding_no_enrichment"),
-                        help="overrides data.ablation")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="config override, repeatable (train.steps=500; embed.<key>=... for the embedding profile)")
+    parser.add_argument(
+        "--ablation",
+        choices=("none", "no_grounding", "no_enrichment", "no_grounding_no_enrichment"),
+        help="overrides data.ablation",
+    )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="config override, repeatable (train.steps=500; embed.<key>=... for the embedding profile)",
+    )
     parser.add_argument("--log-level", default="INFO")
 
 
 def overrides_from(args: argparse.Namespace, extra: Optional[dict] = None) -> tuple:
-    flags = {"embed.warehouse.path": args.warehouse, "embed.catalog.path": args.catalog,
-             "data.model_version": args.model_version, "data.ablation": args.ablation, **(extra or {})}
+    flags = {
+        "embed.warehouse.path": args.warehouse,
+        "embed.catalog.path": args.catalog,
+        "data.model_version": args.model_version,
+        "data.ablation": args.ablation,
+        **(extra or {}),
+    }
     return tuple(args.overrides) + tuple(f"{k}={v}" for k, v in flags.items() if v)
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="train_clip", description="Fine-tune open_clip on the grounded crops "
-                                     "and enriched texts of one model_version (symmetric InfoNCE, Ray Train).")
+    parser = argparse.ArgumentParser(
+        prog="train_clip",
+        description="Fine-tune open_clip on the grounded crops "
+        "and enriched texts of one model_version (symmetric InfoNCE, Ray Train).",
+    )
     add_common_args(parser)
     parser.add_argument("--run-id", help="resume (or create) this training run; overrides train.run_id")
     return parser.parse_args(argv)
@@ -40,18 +58,21 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.log_level)
+    return run_entry("training", lambda: _run(args))
+
+
+def _run(args: argparse.Namespace) -> int:
     from vlclip_core.train.trainer import run_training
 
-    try:
-        report = run_training(load_train_config(args.config, overrides_from(args, {"train.run_id": args.run_id})))
-    except Exception as err:  # noqa: BLE001 - the scheduler needs a reason and a non-zero exit
-        logging.getLogger("vlclip").error("training failed: %s: %s", type(err).__name__, err)
-        print(f"vlclip: training failed: {type(err).__name__}: {err}", file=sys.stderr)
-        return 1
-    print(f"training run {report.run_id}: {report.steps} steps (resumed from step {report.resumed_from_step}), "
-          f"loss {report.losses[0]:.4f} -> {report.losses[-1]:.4f}")
+    report = run_training(load_train_config(args.config, overrides_from(args, {"train.run_id": args.run_id})))
+    print(
+        f"training run {report.run_id}: {report.steps} steps (resumed from step {report.resumed_from_step}), "
+        f"loss {report.losses[0]:.4f} -> {report.losses[-1]:.4f}"
+    )
     print(f"checkpoint      {report.output_checkpoint}")
-    print(f"model_version   {report.output_model_version} (embed with --set models.clip.pretrained=<checkpoint>)")
+    print(
+        f"model_version   {report.output_model_version} (embed with --set models.clip.pretrained=<checkpoint>)"
+    )
     return 0
 
 

@@ -1,11 +1,12 @@
 """Session fixtures: one local Spark with Delta, one local Ray, tiny models and a sample catalog per test session."""
+
 from __future__ import annotations
 
 import os
 
 import pytest
-
 from job_helpers import REPO, TEST_ITEMS, TEST_LLM_KEY, TEST_LLM_KEY_ENV, job_overrides
+
 from vlclip_core.config import load_config
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -21,11 +22,15 @@ os.environ[TEST_LLM_KEY_ENV] = TEST_LLM_KEY
 @pytest.fixture(scope="session")
 def spark():
     from vlclip_core.config import SparkConfig
-    from vlclip_core.spark_session import get_spark
+    from vlclip_core.warehouse.spark_session import get_spark
 
-    session = get_spark(SparkConfig(master="local[2]", app_name="vlclip-tests",
-                                    conf={"spark.sql.shuffle.partitions": "2",
-                                          "spark.default.parallelism": "2"}))
+    session = get_spark(
+        SparkConfig(
+            master="local[2]",
+            app_name="vlclip-tests",
+            conf={"spark.sql.shuffle.partitions": "2", "spark.default.parallelism": "2"},
+        )
+    )
     yield session
     session.stop()
 
@@ -35,7 +40,7 @@ def ray_local():
     import ray
 
     from vlclip_core.config import RayConfig
-    from vlclip_core.pipeline import init_ray
+    from vlclip_core.pipeline.ray_init import init_ray
 
     init_ray(RayConfig(address="local", num_cpus=2))
     yield
@@ -59,6 +64,7 @@ def paths(tiny_models):
 def encoder(tiny_models):
     """The tiny CLIP encoder, loaded once through the real loader."""
     from models_helpers import tiny_config
+
     from vlclip_core.models.clip import load_clip
 
     return load_clip(tiny_config(tiny_models).models.clip, "cpu")
@@ -66,7 +72,7 @@ def encoder(tiny_models):
 
 @pytest.fixture(scope="session")
 def sample_root(tmp_path_factory):
-    from vlclip_core.sample_catalog import make_sample_catalog
+    from vlclip_core.tools.sample_catalog import make_sample_catalog
 
     root = tmp_path_factory.mktemp("sample")
     make_sample_catalog(str(root), n_items=TEST_ITEMS, seed=7)

@@ -1,4 +1,5 @@
 """Stage classes that misbehave on purpose, plugged in through `stages.<name>.impl` by the fault tests."""
+
 from __future__ import annotations
 
 import os

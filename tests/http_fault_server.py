@@ -1,4 +1,5 @@
 """A real threaded HTTP server on 127.0.0.1 that serves good images and every failure a fetch must survive."""
+
 from __future__ import annotations
 
 import collections
@@ -129,8 +130,9 @@ class _Server(ThreadingHTTPServer):
 class FaultServer:
     """Start with `with FaultServer() as srv:`; `srv.url("/ok.jpg")`; `srv.hits["/flaky"]` counts requests."""
 
-    def __init__(self, slow_s: float = 3.0, big_bytes: int = 200_000, flaky_failures: int = 2,
-                 drip_s: float = 0.05):
+    def __init__(
+        self, slow_s: float = 3.0, big_bytes: int = 200_000, flaky_failures: int = 2, drip_s: float = 0.05
+    ):
         self.jpeg = sample_jpeg()
         self.slow_s, self.big_bytes = slow_s, big_bytes
         self.flaky_failures, self.drip_s = flaky_failures, drip_s

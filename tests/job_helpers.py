@@ -1,4 +1,5 @@
 """Shared constants and helpers of the job-level tests (runs of the whole job on tiny models)."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """A real OpenAI-compatible chat-completions server on 127.0.0.1, with scriptable replies and faults."""
+
 from __future__ import annotations
 
 import json
@@ -10,9 +11,11 @@ from typing import Callable, List, Optional, Union
 Responder = Callable[[List[dict]], Union[str, int]]  # an int is answered as that HTTP status
 
 # Phrases that open each v1 template (conf/prompts/v1/*.txt): how a scripted server tells the steps apart.
-STEP_MARKERS = {"summarise": "Write one product description",
-                "evaluate": "Evaluate the candidate description",
-                "refine": "Rewrite the candidate description"}
+STEP_MARKERS = {
+    "summarise": "Write one product description",
+    "evaluate": "Evaluate the candidate description",
+    "refine": "Rewrite the candidate description",
+}
 
 
 def step_of(messages: List[dict]) -> str:
@@ -40,8 +43,14 @@ class FakeLLMServer:
     `delay_s` also applies in "ok" mode, so tests can observe how many requests overlap.
     """
 
-    def __init__(self, responder: Optional[Responder] = None, mode: str = "ok", status: int = 500,
-                 fail_count: int = 1, delay_s: float = 0.0):
+    def __init__(
+        self,
+        responder: Optional[Responder] = None,
+        mode: str = "ok",
+        status: int = 500,
+        fail_count: int = 1,
+        delay_s: float = 0.0,
+    ):
         self.responder = responder or (lambda messages: "A plain product description.")
         self.mode, self.status, self.fail_count, self.delay_s = mode, status, fail_count, delay_s
         self.requests: List[dict] = []
@@ -53,8 +62,9 @@ class FakeLLMServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._httpd.daemon_threads = True
         self._httpd.block_on_close = False
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def base_url(self) -> str:
@@ -97,9 +107,14 @@ class FakeLLMServer:
         content = self.responder(body["messages"])
         if isinstance(content, int):
             return content, json.dumps({"error": {"message": "scripted status"}}).encode()
-        reply = {"id": f"cmpl-{number}", "object": "chat.completion", "model": body.get("model"),
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
-                              "finish_reason": "stop"}]}
+        reply = {
+            "id": f"cmpl-{number}",
+            "object": "chat.completion",
+            "model": body.get("model"),
+            "choices": [
+                {"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}
+            ],
+        }
         return 200, json.dumps(reply).encode()
 
     def _handler_class(self):

@@ -1,4 +1,5 @@
 """Test helpers for the model and stage tests: tiny-model configs, product-like images, stage batches."""
+
 from __future__ import annotations
 
 from typing import Dict, Optional, Sequence
@@ -29,18 +30,25 @@ def product_image(h: int, w: int, box: Sequence[int], color=(200, 30, 30), seed:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def grounding_batch(images: Sequence[Optional[np.ndarray]], product_types: Sequence[Optional[str]],
-                    titles: Optional[Sequence[str]] = None) -> dict:
+def grounding_batch(
+    images: Sequence[Optional[np.ndarray]],
+    product_types: Sequence[Optional[str]],
+    titles: Optional[Sequence[str]] = None,
+) -> dict:
     """A numpy batch with every column the grounding stage reads; no cache entries."""
     n = len(images)
     titles = titles or [f"title {i}" for i in range(n)]
     hw = np.array([img.shape[:2] if img is not None else (0, 0) for img in images], dtype=np.int32)
-    batch = {S.ITEM_ID: _objects([f"item-{i}" for i in range(n)]),
-             S.PRODUCT_TYPE: _objects(product_types), S.TITLE: _objects(titles),
-             S.IMAGE_RGB: _objects([img.tobytes() if img is not None else None for img in images]),
-             S.IMAGE_HW: hw, S.IMAGE_SHA: _objects([f"sha-{i}" for i in range(n)]),
-             S.CACHED_BOX: np.full((n, 4), np.nan, dtype=np.float32),
-             S.CACHED_SCORE: np.full(n, np.nan, dtype=np.float32)}
+    batch = {
+        S.ITEM_ID: _objects([f"item-{i}" for i in range(n)]),
+        S.PRODUCT_TYPE: _objects(product_types),
+        S.TITLE: _objects(titles),
+        S.IMAGE_RGB: _objects([img.tobytes() if img is not None else None for img in images]),
+        S.IMAGE_HW: hw,
+        S.IMAGE_SHA: _objects([f"sha-{i}" for i in range(n)]),
+        S.CACHED_BOX: np.full((n, 4), np.nan, dtype=np.float32),
+        S.CACHED_SCORE: np.full(n, np.nan, dtype=np.float32),
+    }
     for col in (S.CACHED_IMAGE_SHA, S.CACHED_PROMPT, S.CACHED_GROUNDED, S.CACHED_GROUNDING_REASON):
         batch[col] = _objects([None] * n)
     return batch
@@ -48,10 +56,12 @@ def grounding_batch(images: Sequence[Optional[np.ndarray]], product_types: Seque
 
 def clip_batch(crops: Sequence[np.ndarray], texts: Sequence[Optional[str]]) -> dict:
     """A numpy batch with the columns the CLIP stage reads."""
-    return {S.ITEM_ID: _objects([f"item-{i}" for i in range(len(crops))]),
-            S.CROP_RGB: _objects([c.tobytes() for c in crops]),
-            S.CROP_HW: np.array([c.shape[:2] for c in crops], dtype=np.int32),
-            S.ENRICHED_TEXT: _objects(texts)}
+    return {
+        S.ITEM_ID: _objects([f"item-{i}" for i in range(len(crops))]),
+        S.CROP_RGB: _objects([c.tobytes() for c in crops]),
+        S.CROP_HW: np.array([c.shape[:2] for c in crops], dtype=np.int32),
+        S.ENRICHED_TEXT: _objects(texts),
+    }
 
 
 def _objects(values) -> np.ndarray:

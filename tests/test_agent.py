@@ -1,19 +1,29 @@
 """Tests of the three-step enrichment agent against a scripted OpenAI-compatible server on 127.0.0.1."""
+
 import json
 
 import pytest
-
 from llm_server_helpers import FakeLLMServer, free_closed_port, step_of
+
 from vlclip_core.config import ConfigError, LLMConfig
-from vlclip_core.llm.agent import (EnrichmentAgent, clean_text, dedupe_keywords, fallback_text,
-                                   parse_evaluation, truncate_words)
+from vlclip_core.errors import ItemError
+from vlclip_core.llm.agent import (
+    EnrichmentAgent,
+    clean_text,
+    dedupe_keywords,
+    fallback_text,
+    parse_evaluation,
+    truncate_words,
+)
 from vlclip_core.llm.openai_backend import OpenAIChatBackend
 from vlclip_core.llm.prompts import load_prompts
-from vlclip_core.stages.base import ItemError
 
-ITEM = {"title": "Nike Air Zoom Running Shoe | Nike Air Zoom Running Shoe | red red",
-        "description": "<p>Lightweight mesh upper.</p> Breathable. Free shipping on all orders!",
-        "product_type": "running shoe", "attributes": {"colour": "red", "size": "10"}}
+ITEM = {
+    "title": "Nike Air Zoom Running Shoe | Nike Air Zoom Running Shoe | red red",
+    "description": "<p>Lightweight mesh upper.</p> Breathable. Free shipping on all orders!",
+    "product_type": "running shoe",
+    "attributes": {"colour": "red", "size": "10"},
+}
 GOOD = "A red Nike Air Zoom running shoe in size 10 with a lightweight, breathable mesh upper."
 BETTER = "Red Nike Air Zoom running shoe, size 10, with a lightweight breathable mesh upper for daily runs."
 PASS = json.dumps({"pass": True, "missing": [], "reasons": []})
@@ -22,9 +32,11 @@ FALLBACK = "Nike Air Zoom Running Shoe, red. colour: red; size: 10. Lightweight 
 
 def scripted(**replies):
     """A responder answering each step with a fixed text (or a list consumed in order)."""
+
     def respond(messages):
         reply = replies[step_of(messages)]
         return reply.pop(0) if isinstance(reply, list) else reply
+
     return respond
 
 
@@ -51,7 +63,11 @@ def test_failed_evaluation_is_refined():
     with FakeLLMServer(scripted(summarise=GOOD, evaluate=verdict, refine=BETTER)) as server:
         [result] = _enrich(server, [ITEM])
     assert (result.text, result.status, result.reason, result.n_calls) == (
-        BETTER, "refined", "evaluation_failed: too generic", 3)
+        BETTER,
+        "refined",
+        "evaluation_failed: too generic",
+        3,
+    )
     assert server.steps() == ["summarise", "evaluate", "refine"]
     refine_prompt = server.requests[2]["messages"][-1]["content"]
     assert "Problems: too generic" in refine_prompt and GOOD in refine_prompt
@@ -70,7 +86,11 @@ def test_output_missing_an_attribute_falls_back_naming_it():
     with FakeLLMServer(scripted(summarise=no_colour, evaluate=PASS, refine=no_colour)) as server:
         [result] = _enrich(server, [ITEM])
     assert (result.text, result.status, result.reason, result.n_calls) == (
-        FALLBACK, "fallback", "missing_attributes: colour=red", 3)
+        FALLBACK,
+        "fallback",
+        "missing_attributes: colour=red",
+        3,
+    )
     refine_prompt = server.requests[2]["messages"][-1]["content"]
     assert "Missing: colour=red" in refine_prompt
 
@@ -79,7 +99,11 @@ def test_garbage_evaluation_is_treated_as_failure():
     with FakeLLMServer(scripted(summarise=GOOD, evaluate="Looks great to me!!", refine=BETTER)) as server:
         [result] = _enrich(server, [ITEM])
     assert (result.text, result.status, result.reason, result.n_calls) == (
-        BETTER, "refined", "evaluation_unparsable", 3)
+        BETTER,
+        "refined",
+        "evaluation_unparsable",
+        3,
+    )
 
 
 def test_too_short_output_falls_back():
@@ -92,7 +116,11 @@ def test_endpoint_down_falls_back_with_llm_error():
     config = _config(f"http://127.0.0.1:{free_closed_port()}/v1")
     [result] = EnrichmentAgent(OpenAIChatBackend(config), config).enrich([ITEM])
     assert (result.text, result.status, result.reason, result.n_calls) == (
-        FALLBACK, "fallback", "llm_error: ConnectionError", 1)
+        FALLBACK,
+        "fallback",
+        "llm_error: ConnectionError",
+        1,
+    )
 
 
 def test_on_error_error_returns_item_error():
@@ -115,6 +143,7 @@ def test_one_failing_item_does_not_change_its_neighbours():
         if step_of(messages) == "evaluate" and "Broken" in messages[-1]["content"]:
             return 400
         return GOOD if step_of(messages) == "summarise" else PASS
+
     items = [ITEM, dict(ITEM, title="Broken shoe"), ITEM]
     with FakeLLMServer(respond) as server:
         results = _enrich(server, items)
@@ -138,7 +167,7 @@ def test_parse_evaluation_is_lenient():
     verdict = parse_evaluation('```json\n{"pass": "false", "missing": "size", "reasons": ["vague"]}\n```')
     assert (verdict.passed, verdict.missing, verdict.reasons) == (False, ["size"], ["vague"])
     assert verdict.parsed
-    assert not parse_evaluation("{not json} {\"ok\": 1}").parsed
+    assert not parse_evaluation('{not json} {"ok": 1}').parsed
     assert not parse_evaluation("").parsed
 
 
@@ -170,7 +199,8 @@ def test_unknown_placeholder_is_rejected(tmp_path):
 
 def test_v1_prompts_render_with_system_message():
     prompts = load_prompts(LLMConfig())
-    messages = prompts.messages("evaluate", title="T", description="D", product_type="P", attributes="a: b",
-                                summary="S")
+    messages = prompts.messages(
+        "evaluate", title="T", description="D", product_type="P", attributes="a: b", summary="S"
+    )
     assert [m["role"] for m in messages] == ["system", "user"]
     assert "Title: T" in messages[1]["content"] and '{"pass": true or false' in messages[1]["content"]

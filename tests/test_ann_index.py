@@ -1,11 +1,12 @@
 """The HNSW item index on its own: upserts, masked removals, compaction, save/load, and the recall benchmark's figures."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from benchmarks.ann_bench import one_size, recall_at_k
-from vlclip_core.ann_index import ItemIndex, exact_neighbours, read_state
+from vlclip_core.index.ann import ItemIndex, exact_neighbours, read_state
 
 DIM = 16
 N = 300

@@ -1,4 +1,5 @@
 """Smoke test of the benchmark harness without Spark or Ray: the bare loop and the report on 8 items."""
+
 from __future__ import annotations
 
 import json
@@ -26,14 +27,22 @@ def test_bare_loop_figures_and_report_json(tmp_path, tiny_models):
 
     def bare_only(_ctx):
         figures = {"bare": summarise([run]), "self_ratio": ratio([run["total_s"]], [run["total_s"] / 2])}
-        return {"figures": figures, "headline": [headline("bare steady", figures["bare"]["steady_items_per_s"])]}
+        return {
+            "figures": figures,
+            "headline": [headline("bare steady", figures["bare"]["steady_items_per_s"])],
+        }
 
     def broken(_ctx):
         raise ValueError("boom")
 
-    results = {"command": "test", "machine": machine_info(),
-               "comparisons": {"bare": run_comparison("bare", bare_only, ctx),
-                               "broken": run_comparison("broken", broken, ctx)}}
+    results = {
+        "command": "test",
+        "machine": machine_info(),
+        "comparisons": {
+            "bare": run_comparison("bare", bare_only, ctx),
+            "broken": run_comparison("broken", broken, ctx),
+        },
+    }
     data = json.loads(open(write_json(results, ctx.options.out), encoding="utf-8").read())
     assert data["machine"]["cpu_count"] >= 1 and data["machine"]["torch_version"].startswith("2.")
     bare = data["comparisons"]["bare"]
@@ -52,7 +61,7 @@ def test_profile_of_a_noop_run_names_the_selection(spark, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--scenario", "noop", "--items", "300", "--warmups", "0", "--out", str(out)]) == 0
     text = (out / "profile-noop-300" / "profile.txt").read_text(encoding="utf-8")
-    assert "run_job" in text and "stage_work" in text  # the tree reaches the selection
+    assert "run_job" in text and "write_work_set" in text  # the tree reaches the selection
     printed = capsys.readouterr().out
     assert "profiled run:" in printed and ", 0 selected," in printed  # every item was current
     assert (out / "profile-noop-300" / "profile.html").stat().st_size > 1000

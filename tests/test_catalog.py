@@ -1,16 +1,26 @@
 """Catalog reading, schema validation, invalid-row split and hashing, on real local Spark + Delta."""
+
 from __future__ import annotations
 
 import pytest
 
-from vlclip_core.catalog import CatalogSchemaError, load_valid_and_invalid, read_catalog, validate_schema
 from vlclip_core.config import CatalogConfig
+from vlclip_core.selection.catalog import (
+    CatalogSchemaError,
+    load_valid_and_invalid,
+    read_catalog,
+    validate_schema,
+)
 
-ROWS = [("a", "Red Shoe", "http://x/a.jpg", "soft", "running shoe", {"color": "red", "size": "9"}),
-        ("b", "Blue Bag", "http://x/b.jpg", None, "handbag", None),
-        ("c", "Lamp", "http://x/c.jpg", "bright", "table lamp", {"size": "M"})]
-DDL = "item_id string, title string, image_uri string, description string, product_type string, " \
-      "attributes map<string,string>"
+ROWS = [
+    ("a", "Red Shoe", "http://x/a.jpg", "soft", "running shoe", {"color": "red", "size": "9"}),
+    ("b", "Blue Bag", "http://x/b.jpg", None, "handbag", None),
+    ("c", "Lamp", "http://x/c.jpg", "bright", "table lamp", {"size": "M"}),
+]
+DDL = (
+    "item_id string, title string, image_uri string, description string, product_type string, "
+    "attributes map<string,string>"
+)
 
 
 def write(spark, rows, path, fmt="parquet", ddl=DDL):
@@ -35,24 +45,32 @@ def test_schema_errors_name_each_missing_and_mistyped_column(spark, tmp_path):
 
 
 def test_optional_columns_may_be_absent(spark, tmp_path):
-    path = write(spark, [("a", "t", "u")], tmp_path / "min", ddl="item_id string, title string, image_uri string")
+    path = write(
+        spark, [("a", "t", "u")], tmp_path / "min", ddl="item_id string, title string, image_uri string"
+    )
     valid, invalid = load_valid_and_invalid(spark, CatalogConfig(path=path), "mv1", "llm1")
     assert valid.count() == 1 and invalid.count() == 0
     assert valid.first().attributes_json is None
 
 
 def test_invalid_rows_are_split_off_with_reasons(spark, tmp_path):
-    rows = ROWS + [(None, "t", "u", None, None, None), (" ", "t", "u", None, None, None),
-                   ("d", "t", None, None, None, None), ("a", "dup", "u", None, None, None)]
+    rows = ROWS + [
+        (None, "t", "u", None, None, None),
+        (" ", "t", "u", None, None, None),
+        ("d", "t", None, None, None, None),
+        ("a", "dup", "u", None, None, None),
+    ]
     path = write(spark, rows, tmp_path / "cat")
     valid, invalid = load_valid_and_invalid(spark, CatalogConfig(path=path), "mv1", "llm1")
     assert sorted(r.item_id for r in valid.collect()) == ["b", "c"]
     got = sorted((r.item_id or "", r.error_type, r.error_message) for r in invalid.collect())
-    assert got == [("", "null_item_id", "item_id is null or blank"),
-                   (" ", "null_item_id", "item_id is null or blank"),
-                   ("a", "duplicate_item_id", "item_id appears 2 times"),
-                   ("a", "duplicate_item_id", "item_id appears 2 times"),
-                   ("d", "missing_image_uri", "image_uri is null or blank")]
+    assert got == [
+        ("", "null_item_id", "item_id is null or blank"),
+        (" ", "null_item_id", "item_id is null or blank"),
+        ("a", "duplicate_item_id", "item_id appears 2 times"),
+        ("a", "duplicate_item_id", "item_id appears 2 times"),
+        ("d", "missing_image_uri", "image_uri is null or blank"),
+    ]
 
 
 def test_hashes_are_stable_and_follow_their_inputs(spark, tmp_path):
@@ -79,34 +97,51 @@ def test_hashes_match_stored_values(spark, tmp_path):
     """Hashes already stored in users' tables must keep matching: a change to how the job computes them
     would silently re-embed every item (content hash) or miss the enrichment cache (text hash).
     """
-    from vlclip_core.catalog import normalise, with_hashes
+    from vlclip_core.selection.catalog import normalise, with_hashes
 
-    rows = [("a", "Red Shoe", "http://x/a.jpg", "soft", "running shoe",
-             {"size": "9", "color": "red", "Brand": "ACME", "fit": None}),
-            ("b", "Blue Bag", "http://x/b.jpg", None, None, None),
-            ("c", 'Ünïcode "quoted"', "http://x/c.jpg", "line\nbreak", "lamp", {})]
+    rows = [
+        (
+            "a",
+            "Red Shoe",
+            "http://x/a.jpg",
+            "soft",
+            "running shoe",
+            {"size": "9", "color": "red", "Brand": "ACME", "fit": None},
+        ),
+        ("b", "Blue Bag", "http://x/b.jpg", None, None, None),
+        ("c", 'Ünïcode "quoted"', "http://x/c.jpg", "line\nbreak", "lamp", {}),
+    ]
     df = normalise(read_catalog(spark, CatalogConfig(path=write(spark, rows, tmp_path / "g"))))
     df = with_hashes(df, "mv1", "llm1")
     got = {r.item_id: (r.text_hash, r.attributes_json, r.content_hash) for r in df.collect()}
     assert got == {
-        "a": ("ecc67ffbbdef284dd40e08186398b9add3a573bfb3390b576b6f9caca4e2242a",
-              '{"Brand":"ACME","color":"red","fit":null,"size":"9"}', X1["a"]),
+        "a": (
+            "ecc67ffbbdef284dd40e08186398b9add3a573bfb3390b576b6f9caca4e2242a",
+            '{"Brand":"ACME","color":"red","fit":null,"size":"9"}',
+            X1["a"],
+        ),
         "b": ("cdb2f9d2d82da1c93a1c2394b6f9a6a27e9cb915e08da3039687949723d1221a", None, X1["b"]),
         "c": ("4e998825fe6715121253ccaa2cf63379c051c7c45f4c42a4a9d951fee79bf680", "{}", X1["c"]),
     }
 
 
 # x1 content hashes of the rows above, as vlclip computed them when the scheme was introduced
-X1 = {"a": "x1:54273FC8A7AE668BDAE05F7B159E360E", "b": "x1:E6FD1DF6FA612F0AD3AD1CF8AAB608CA",
-      "c": "x1:66848CE2AFE36DB5CE1F25FE9F34D586"}
+X1 = {
+    "a": "x1:54273FC8A7AE668BDAE05F7B159E360E",
+    "b": "x1:E6FD1DF6FA612F0AD3AD1CF8AAB608CA",
+    "c": "x1:66848CE2AFE36DB5CE1F25FE9F34D586",
+}
 
 
 def test_fingerprint_tells_apart_what_its_hash_function_would_not(spark, tmp_path):
     """Spark's xxhash64 skips nulls; the x1 scheme must still see which field or key holds a null."""
+
     def content(rows):
         path = write(spark, rows, tmp_path / f"f{abs(hash(str(rows)))}")
-        return {r.item_id: r.content_hash
-                for r in load_valid_and_invalid(spark, CatalogConfig(path=path), "mv1", "llm1")[0].collect()}
+        return {
+            r.item_id: r.content_hash
+            for r in load_valid_and_invalid(spark, CatalogConfig(path=path), "mv1", "llm1")[0].collect()
+        }
 
     variants = {
         "null value moved to another key": [{"color": None, "size": "M"}, {"color": "M", "size": None}],

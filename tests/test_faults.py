@@ -1,4 +1,5 @@
 """Bad input and faults through the whole job; the run invariant is checked after each (real Spark, Ray, HTTP)."""
+
 from __future__ import annotations
 
 import json
@@ -11,16 +12,17 @@ import time
 
 import pyarrow as pa
 import pytest
-
-from job_helpers import REPO, TEST_LLM_KEY, TEST_LLM_KEY_ENV, job_overrides
 from http_fault_server import FaultServer, closed_port
+from job_helpers import REPO, TEST_LLM_KEY, TEST_LLM_KEY_ENV, job_overrides
 from llm_server_helpers import FakeLLMServer
-from vlclip_core.audit import check_run
-from vlclip_core.job import run_job
-from vlclip_core.pipeline import PipelineStalledError
-from vlclip_core.runs import RunLock, RunLockedError, open_run
-from vlclip_core.sample_catalog import read_catalog, write_catalog
-from vlclip_core.tables import Tables
+
+from vlclip_core.pipeline.watchdog import PipelineStalledError
+from vlclip_core.run.audit import check_run
+from vlclip_core.run.job import run_job
+from vlclip_core.run.state import open_run
+from vlclip_core.tools.sample_catalog import read_catalog, write_catalog
+from vlclip_core.warehouse.locks import RunLock, RunLockedError
+from vlclip_core.warehouse.tables import Tables
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 
@@ -49,52 +51,98 @@ def assert_invariant(spark, config, run_id):
 
 def outcomes(spark, config, run_id):
     tables = Tables(spark, config.warehouse)
-    errors = {r.item_id: (r.stage, r.error_type) for r in
-              tables.read("embedding_errors").where(f"run_id = '{run_id}'").collect()}
+    errors = {
+        r.item_id: (r.stage, r.error_type)
+        for r in tables.read("embedding_errors").where(f"run_id = '{run_id}'").collect()
+    }
     embedded = {r.item_id: r for r in tables.read("embeddings").collect()}
     return errors, embedded
 
 
-def test_bad_inputs_become_error_rows_and_a_dead_llm_falls_back(spark, make_config, sample_root, tmp_path,
-                                                               caplog):
+def test_bad_inputs_become_error_rows_and_a_dead_llm_falls_back(
+    spark, make_config, sample_root, tmp_path, caplog
+):
     images = tmp_path / "images"
     schema = read_catalog(str(sample_root / "catalog")).schema
     with FaultServer(slow_s=3, big_bytes=200_000) as srv, FakeLLMServer(mode="status", status=500) as llm:
-        good = items(sample_root, images, 6, {
-            3: {"item_id": "NO-TEXT", "title": "", "description": None},
-            4: {"item_id": "LONG", "description": "Soft\x00 cotton\x07 tee. " + "keyword " * 30000},
-            5: {"item_id": "SCRIPT", "title": "日本語の商品 Кроссовки для бега"}})
+        good = items(
+            sample_root,
+            images,
+            6,
+            {
+                3: {"item_id": "NO-TEXT", "title": "", "description": None},
+                4: {"item_id": "LONG", "description": "Soft\x00 cotton\x07 tee. " + "keyword " * 30000},
+                5: {"item_id": "SCRIPT", "title": "日本語の商品 Кроссовки для бега"},
+            },
+        )
         (images / "zero.jpg").write_bytes(b"")
         template = dict(good[0])
-        bad = {"HTTP-404": srv.url("/404"), "HTTP-500": srv.url("/500"), "SLOW": srv.url("/slow"),
-               "TRUNCATED": srv.url("/truncated.jpg"), "TEXT": srv.url("/text"), "EMPTY": srv.url("/empty"),
-               "BIG": srv.url("/big"), "FLAKY": srv.url("/flaky"),
-               "REFUSED": f"http://127.0.0.1:{closed_port()}/x.jpg", "FTP": "ftp://example.com/x.jpg",
-               "OUTSIDE": "/etc/hostname", "ZERO": str(images / "zero.jpg")}
+        bad = {
+            "HTTP-404": srv.url("/404"),
+            "HTTP-500": srv.url("/500"),
+            "SLOW": srv.url("/slow"),
+            "TRUNCATED": srv.url("/truncated.jpg"),
+            "TEXT": srv.url("/text"),
+            "EMPTY": srv.url("/empty"),
+            "BIG": srv.url("/big"),
+            "FLAKY": srv.url("/flaky"),
+            "REFUSED": f"http://127.0.0.1:{closed_port()}/x.jpg",
+            "FTP": "ftp://example.com/x.jpg",
+            "OUTSIDE": "/etc/hostname",
+            "ZERO": str(images / "zero.jpg"),
+        }
         rows = good + [dict(template, item_id=k, image_uri=v) for k, v in bad.items()]
         catalog = write_rows(rows, tmp_path / "cat", schema)
-        config = make_config(catalog, tmp_path / "wh", f"images.local_root={images}", "images.read_timeout_s=1",
-                             "images.connect_timeout_s=1", "images.retries=2", "images.backoff_s=0.05",
-                             "images.max_bytes=100000", "images.allowed_schemes=[file, http, https]",
-                             "models.llm.backend=openai", f"models.llm.base_url={llm.base_url}",
-                             "models.llm.model=fake-llm", f"models.llm.api_key_env={TEST_LLM_KEY_ENV}",
-                             "models.llm.retries=0", "models.llm.timeout_s=5",
-                             # 12 of 18 items fail on purpose: above the default thresholds
-                             "job.thresholds.max_failed.decode=1", "job.thresholds.max_failed.any=1")
+        config = make_config(
+            catalog,
+            tmp_path / "wh",
+            f"images.local_root={images}",
+            "images.read_timeout_s=1",
+            "images.connect_timeout_s=1",
+            "images.retries=2",
+            "images.backoff_s=0.05",
+            "images.max_bytes=100000",
+            "images.allowed_schemes=[file, http, https]",
+            "models.llm.backend=openai",
+            f"models.llm.base_url={llm.base_url}",
+            "models.llm.model=fake-llm",
+            f"models.llm.api_key_env={TEST_LLM_KEY_ENV}",
+            "models.llm.retries=0",
+            "models.llm.timeout_s=5",
+            # 12 of 18 items fail on purpose: above the default thresholds
+            "job.thresholds.max_failed.decode=1",
+            "job.thresholds.max_failed.any=1",
+        )
         report = run_job(config, spark)
     errors, embedded = outcomes(spark, config, report.run_id)
-    assert errors == {"HTTP-404": ("decode", "http_404"), "HTTP-500": ("decode", "http_500"),
-                      "SLOW": ("decode", "timeout"), "TRUNCATED": ("decode", "truncated_image"),
-                      "TEXT": ("decode", "not_an_image"), "EMPTY": ("decode", "empty_file"),
-                      "BIG": ("decode", "too_large"), "REFUSED": ("decode", "connection_error"),
-                      "FTP": ("decode", "scheme_not_allowed"), "OUTSIDE": ("decode", "path_not_allowed"),
-                      "ZERO": ("decode", "empty_file"), "NO-TEXT": ("enrichment", "empty_text")}
-    assert set(embedded) == {good[0]["item_id"], good[1]["item_id"], good[2]["item_id"], "LONG", "SCRIPT",
-                             "FLAKY"}
+    assert errors == {
+        "HTTP-404": ("decode", "http_404"),
+        "HTTP-500": ("decode", "http_500"),
+        "SLOW": ("decode", "timeout"),
+        "TRUNCATED": ("decode", "truncated_image"),
+        "TEXT": ("decode", "not_an_image"),
+        "EMPTY": ("decode", "empty_file"),
+        "BIG": ("decode", "too_large"),
+        "REFUSED": ("decode", "connection_error"),
+        "FTP": ("decode", "scheme_not_allowed"),
+        "OUTSIDE": ("decode", "path_not_allowed"),
+        "ZERO": ("decode", "empty_file"),
+        "NO-TEXT": ("enrichment", "empty_text"),
+    }
+    assert set(embedded) == {
+        good[0]["item_id"],
+        good[1]["item_id"],
+        good[2]["item_id"],
+        "LONG",
+        "SCRIPT",
+        "FLAKY",
+    }
     assert srv.hits["/flaky"] == 3  # two transient 500s retried, then the image
     assert {r.enrichment_status for r in embedded.values()} == {"fallback"}  # the LLM endpoint is down
     long_text = embedded["LONG"].enriched_text
-    assert len(long_text) <= config.models.llm.max_chars and "\x00" not in long_text and "\x07" not in long_text
+    assert (
+        len(long_text) <= config.models.llm.max_chars and "\x00" not in long_text and "\x07" not in long_text
+    )
     assert "Кроссовки" in embedded["SCRIPT"].enriched_text
     assert (report.status, report.items_embedded, report.items_failed) == ("succeeded", 6, 12)
     assert report.error_counts["empty_file"] == 2 and report.error_counts["http_404"] == 1
@@ -106,16 +154,29 @@ def test_bad_inputs_become_error_rows_and_a_dead_llm_falls_back(spark, make_conf
     assert TEST_LLM_KEY not in caplog.text + str(runs) + " ".join(messages)
 
 
-def test_killed_actor_is_replaced_and_a_batch_that_keeps_killing_becomes_errors(spark, make_config, sample_root,
-                                                                               tmp_path):
-    rows = items(sample_root, tmp_path / "images", 6, {
-        1: {"title": "POISON-ONCE kills its actor the first time"},
-        4: {"item_id": "ALWAYS", "title": "POISON-ALWAYS kills every actor that touches it"}})
+def test_killed_actor_is_replaced_and_a_batch_that_keeps_killing_becomes_errors(
+    spark, make_config, sample_root, tmp_path
+):
+    rows = items(
+        sample_root,
+        tmp_path / "images",
+        6,
+        {
+            1: {"title": "POISON-ONCE kills its actor the first time"},
+            4: {"item_id": "ALWAYS", "title": "POISON-ALWAYS kills every actor that touches it"},
+        },
+    )
     catalog = write_rows(rows, tmp_path / "cat", read_catalog(str(sample_root / "catalog")).schema)
-    config = make_config(catalog, tmp_path / "wh", "stages.grounding.impl=tests.fault_stages:KillingGrounding",
-                         "stages.grounding.batch_size=1", "stages.decode.batch_size=1",  # one item per task
-                         "ray.max_batch_retries=1", "ray.max_tasks_in_flight_per_actor=1",
-                         "ray.stall_timeout_s=120")
+    config = make_config(
+        catalog,
+        tmp_path / "wh",
+        "stages.grounding.impl=tests.fault_stages:KillingGrounding",
+        "stages.grounding.batch_size=1",
+        "stages.decode.batch_size=1",  # one item per task
+        "ray.max_batch_retries=1",
+        "ray.max_tasks_in_flight_per_actor=1",
+        "ray.stall_timeout_s=120",
+    )
     report = run_job(config, spark)
     errors, embedded = outcomes(spark, config, report.run_id)
     assert errors == {"ALWAYS": ("pipeline", "batch_failed")}
@@ -124,11 +185,17 @@ def test_killed_actor_is_replaced_and_a_batch_that_keeps_killing_becomes_errors(
     assert_invariant(spark, config, report.run_id)
 
 
-def test_a_stuck_stage_ends_the_run_naming_it_and_a_rerun_completes(spark, make_config, sample_root, tmp_path):
+def test_a_stuck_stage_ends_the_run_naming_it_and_a_rerun_completes(
+    spark, make_config, sample_root, tmp_path
+):
     rows = items(sample_root, tmp_path / "images", 4, {2: {"title": "SLEEP: an LLM call that never returns"}})
     catalog = write_rows(rows, tmp_path / "cat", read_catalog(str(sample_root / "catalog")).schema)
-    stuck = make_config(catalog, tmp_path / "wh", "stages.enrichment.impl=tests.fault_stages:SleepingEnrichment",
-                        "ray.stall_timeout_s=30")
+    stuck = make_config(
+        catalog,
+        tmp_path / "wh",
+        "stages.enrichment.impl=tests.fault_stages:SleepingEnrichment",
+        "ray.stall_timeout_s=30",
+    )
     started = time.monotonic()
     with pytest.raises(PipelineStalledError, match="stage 'enrichment' has held a batch for"):
         run_job(stuck, spark)
@@ -141,9 +208,10 @@ def test_a_stuck_stage_ends_the_run_naming_it_and_a_rerun_completes(spark, make_
     assert_invariant(spark, healthy, report.run_id)
 
 
-def test_merge_failure_after_ray_commits_on_rerun_without_models(spark, make_config, sample_root, tmp_path,
-                                                                 monkeypatch):
-    import vlclip_core.job as job
+def test_merge_failure_after_ray_commits_on_rerun_without_models(
+    spark, make_config, sample_root, tmp_path, monkeypatch
+):
+    import vlclip_core.run.job as job
 
     rows = items(sample_root, tmp_path / "images", 5)
     catalog = write_rows(rows, tmp_path / "cat", read_catalog(str(sample_root / "catalog")).schema)
@@ -156,10 +224,12 @@ def test_merge_failure_after_ray_commits_on_rerun_without_models(spark, make_con
     with pytest.raises(RuntimeError, match="simulated MERGE failure"):
         run_job(config, spark)
     monkeypatch.undo()
-    (run_id,) = [r.run_id for r in Tables(spark, config.warehouse).read("runs").where("status = 'failed'").collect()]
+    (run_id,) = [
+        r.run_id for r in Tables(spark, config.warehouse).read("runs").where("status = 'failed'").collect()
+    ]
     assert open_run(config.warehouse.staging(), run_id).status == "processed"
     report = run_job(config, spark)
-    assert report.resumed and report.run_id == run_id and "phase_pipeline" not in report.stage_seconds
+    assert report.resumed and report.run_id == run_id and "pipeline" not in report.phase_seconds
     assert report.items_embedded == 5 and Tables(spark, config.warehouse).read("embeddings").count() == 5
     assert_invariant(spark, config, run_id)
 
@@ -177,24 +247,45 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
 
     staging = tmp_path / "staging"
     staging.mkdir()
-    (staging / "_LOCK").write_text(json.dumps({"pid": 2 ** 22 + 12345, "host": socket.gethostname()}))
+    (staging / "_LOCK").write_text(json.dumps({"pid": 2**22 + 12345, "host": socket.gethostname()}))
     with RunLock(str(staging), "next") as lock:
         assert lock.held and json.loads((staging / "_LOCK").read_text())["pid"] == os.getpid()
     assert not (staging / "_LOCK").exists()
 
 
-def test_driver_killed_mid_backfill_resumes_without_duplicates(spark, make_config, tiny_models, sample_root,
-                                                               tmp_path):
+def test_driver_killed_mid_backfill_resumes_without_duplicates(
+    spark, make_config, tiny_models, sample_root, tmp_path
+):
     catalog, warehouse = str(sample_root / "catalog"), tmp_path / "wh"
-    sets = job_overrides(tiny_models, catalog, str(warehouse)) + ("job.shard_size=4", "stages.grounding.batch_size=2")
+    sets = job_overrides(tiny_models, catalog, str(warehouse)) + (
+        "job.shard_size=4",
+        "stages.grounding.batch_size=2",
+    )
     args = [a for o in sets for a in ("--set", o)]
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.embed_catalog", "--config", "conf/tiny.yaml",
-                             "--mode", "backfill", *args], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jobs.embed_catalog",
+            "--config",
+            "conf/tiny.yaml",
+            "--mode",
+            "backfill",
+            *args,
+        ],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     staging = warehouse / "_staging"
     try:
         deadline = time.monotonic() + 420
-        while not list(staging.glob("*/done/shard-*.json")) and time.monotonic() < deadline and proc.poll() is None:
+        while (
+            not list(staging.glob("*/done/shard-*.json"))
+            and time.monotonic() < deadline
+            and proc.poll() is None
+        ):
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
@@ -202,7 +293,7 @@ def test_driver_killed_mid_backfill_resumes_without_duplicates(spark, make_confi
     done_before = sorted(p.name for p in staging.glob("*/done/shard-*.json"))
     assert done_before, "the job never finished a shard before the deadline"
     (run_dir,) = [p for p in staging.iterdir() if not p.name.startswith("_")]
-    shard = done_before[0][len("shard-"):-len(".json")]
+    shard = done_before[0][len("shard-") : -len(".json")]
     parts = sorted(os.listdir(run_dir / "output" / f"shard_id={shard}"))
     config = make_config(catalog, warehouse, "job.mode=backfill", "job.shard_size=4")
     report = run_job(config, spark)
@@ -218,7 +309,7 @@ def test_the_delta_run_lock_admits_one_of_two_runs_at_once(spark, tmp_path):
     exactly one holds it; a third is refused while it is held; after release it can be taken again."""
     import threading
 
-    from vlclip_core.runs import DeltaRunLock
+    from vlclip_core.warehouse.locks import DeltaRunLock
 
     staging = str(tmp_path / "staging")
     DeltaRunLock(spark, staging, "warm").__enter__().__exit__()  # create the table outside the race
@@ -240,7 +331,9 @@ def test_the_delta_run_lock_admits_one_of_two_runs_at_once(spark, tmp_path):
     for t in threads:
         t.join()
     assert sorted(outcomes) == ["held", "refused"]
-    with pytest.raises(RunLockedError, match=f"another vlclip run holds the lock table .*{locks[0].info['token']}"):
+    with pytest.raises(
+        RunLockedError, match=f"another vlclip run holds the lock table .*{locks[0].info['token']}"
+    ):
         DeltaRunLock(spark, staging, "third").__enter__()
     locks[0].__exit__(None, None, None)
     with DeltaRunLock(spark, staging, "after") as lock:
@@ -250,9 +343,11 @@ def test_the_delta_run_lock_admits_one_of_two_runs_at_once(spark, tmp_path):
 
 def test_object_store_staging_takes_the_delta_lock_and_file_lock_is_refused():
     from vlclip_core.config import ConfigError, load_config
-    from vlclip_core.runs import DeltaRunLock, run_lock
+    from vlclip_core.warehouse.locks import DeltaRunLock, run_lock
 
     with pytest.raises(ConfigError, match="warehouse.run_lock=file needs a local or mounted staging"):
-        load_config("conf/tiny.yaml", ("warehouse.staging_dir=s3a://bucket/staging", "warehouse.run_lock=file"))
+        load_config(
+            "conf/tiny.yaml", ("warehouse.staging_dir=s3a://bucket/staging", "warehouse.run_lock=file")
+        )
     assert isinstance(run_lock(None, "s3a://bucket/staging", "auto", "r"), DeltaRunLock)
     assert isinstance(run_lock(None, "/mnt/shared/staging", "auto", "r"), RunLock)

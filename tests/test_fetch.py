@@ -1,4 +1,5 @@
-"""Tests for vlclip_core.fetch against real files and a real HTTP server on 127.0.0.1."""
+"""Tests for vlclip_core.images.fetch against real files and a real HTTP server on 127.0.0.1."""
+
 from __future__ import annotations
 
 import os
@@ -6,11 +7,11 @@ import time
 import uuid
 
 import pytest
-
 from http_fault_server import FaultServer, closed_port
+
 from vlclip_core.config import ImageConfig
-from vlclip_core.fetch import fetch_bytes, redact_uri, uri_scheme
-from vlclip_core.stages.base import ItemError
+from vlclip_core.errors import ItemError
+from vlclip_core.images.fetch import fetch_bytes, redact_uri, uri_scheme
 
 
 def fast_cfg(**kw) -> ImageConfig:
@@ -32,6 +33,7 @@ def server():
 
 
 # --- local files -------------------------------------------------------------------------------
+
 
 def test_local_path_and_file_uri_return_the_exact_bytes(tmp_path):
     path = tmp_path / "an image.jpg"
@@ -79,6 +81,7 @@ def test_endless_special_file_stops_at_the_cap():
 
 # --- schemes -------------------------------------------------------------------------------------
 
+
 def test_uri_scheme():
     assert uri_scheme("/data/a.jpg") == "file"
     assert uri_scheme("relative/a.jpg") == "file"
@@ -125,6 +128,7 @@ def test_allowed_scheme_without_its_library_is_unavailable():
 
 
 # --- HTTP ----------------------------------------------------------------------------------------
+
 
 def test_http_ok_and_redirect(server):
     assert fetch_bytes(server.url("/ok.jpg"), fast_cfg()) == server.jpeg

@@ -1,4 +1,5 @@
-"""Tests for vlclip_core.images: real encoded images of every awkward kind through decode_image."""
+"""Tests for vlclip_core.images.codec: real encoded images of every awkward kind through decode_image."""
+
 from __future__ import annotations
 
 import io
@@ -10,8 +11,8 @@ import pytest
 from PIL import Image, JpegImagePlugin, features
 
 from vlclip_core.config import ImageConfig
-from vlclip_core.images import decode_image
-from vlclip_core.stages.base import ItemError
+from vlclip_core.errors import ItemError
+from vlclip_core.images.codec import decode_image
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -32,8 +33,10 @@ def error_type(data: bytes, cfg: ImageConfig = ImageConfig()) -> str:
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose IHDR claims width x height (RGB, 8 bit) but carries almost no pixel data."""
+
     def chunk(tag: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     idat = chunk(b"IDAT", zlib.compress(b"\x00" * 16))
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + idat + chunk(b"IEND", b"")
@@ -200,5 +203,5 @@ def test_jpeg_cut_inside_its_headers_is_truncated():
 def test_png_with_garbage_pixel_data_is_corrupt():
     data = bytearray(encode(noisy(64, 64), "PNG"))
     start = data.index(b"IDAT") + 100
-    data[start:start + 50] = b"\x00" * 50  # zlib stream broken mid-way, file length unchanged
+    data[start : start + 50] = b"\x00" * 50  # zlib stream broken mid-way, file length unchanged
     assert error_type(bytes(data)) == "corrupt_image"

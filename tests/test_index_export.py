@@ -1,4 +1,5 @@
 """Two job runs into a warehouse with deletion vectors off: delta-rs reads it, and the ANN index follows its change feed."""
+
 from __future__ import annotations
 
 import json
@@ -6,14 +7,21 @@ import json
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from job_helpers import job_overrides
-from vlclip_core.ann_index import ItemIndex, exact_neighbours
+
 from vlclip_core.config import load_config
-from vlclip_core.index_export import FULL, INCREMENTAL, export_indexes, export_one, index_directory, table_version
-from vlclip_core.job import run_job
-from vlclip_core.sample_catalog import read_catalog, write_catalog
-from vlclip_core.tables import Tables
+from vlclip_core.index.ann import ItemIndex, exact_neighbours
+from vlclip_core.index.export import (
+    FULL,
+    INCREMENTAL,
+    export_indexes,
+    export_one,
+    index_directory,
+    table_version,
+)
+from vlclip_core.run.job import run_job
+from vlclip_core.tools.sample_catalog import read_catalog, write_catalog
+from vlclip_core.warehouse.tables import Tables
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 ITEMS = 10
@@ -36,16 +44,29 @@ def runs(spark, tiny_models, sample_root, tmp_path_factory):
     catalog = write_catalog(first, str(root / "catalog"))
 
     def config():
-        return load_config("conf/tiny.yaml", job_overrides(tiny_models, catalog, str(root / "wh")) + (
-            "warehouse.deletion_vectors=false", "job.removed_items=delete", f"index.path={root / 'index'}"))
+        return load_config(
+            "conf/tiny.yaml",
+            job_overrides(tiny_models, catalog, str(root / "wh"))
+            + (
+                "warehouse.deletion_vectors=false",
+                "job.removed_items=delete",
+                f"index.path={root / 'index'}",
+            ),
+        )
 
     run_job(config(), spark)
     hashes_1 = dict(embedded_rows(spark, config()))
     exported_1 = export_indexes(spark, config())
     write_catalog(second_catalog(first), catalog)
     report_2 = run_job(config(), spark)
-    return {"root": root, "config": config(), "first": first, "hashes_1": hashes_1, "exported_1": exported_1,
-            "report_2": report_2}
+    return {
+        "root": root,
+        "config": config(),
+        "first": first,
+        "hashes_1": hashes_1,
+        "exported_1": exported_1,
+        "report_2": report_2,
+    }
 
 
 def embedded_rows(spark, config):
@@ -66,7 +87,11 @@ def test_dv_off_table_reads_with_delta_rs_to_pyarrow_table(runs):
     assert {r["model_version"] for r in rows} == {config.model_version}
     hashes = {r["item_id"]: r["content_hash"] for r in rows}
     assert hashes[first[0]["item_id"]] != runs["hashes_1"][first[0]["item_id"]]
-    assert all(hashes[i] == runs["hashes_1"][i] for i in expected_ids if i not in (first[0]["item_id"], "SKU-NEW-0001"))
+    assert all(
+        hashes[i] == runs["hashes_1"][i]
+        for i in expected_ids
+        if i not in (first[0]["item_id"], "SKU-NEW-0001")
+    )
 
 
 def current_vectors(spark, config):
@@ -83,17 +108,37 @@ def test_incremental_export_matches_a_full_rebuild_and_exact_search(spark, runs,
 
     config, root = runs["config"], runs["root"]
     assert [(r.mode, r.items) for r in runs["exported_1"]] == [(FULL, ITEMS)]
-    assert main(["--config", "conf/tiny.yaml", "--warehouse", config.warehouse.path, "--out", str(root / "index"),
-                 "build"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                "conf/tiny.yaml",
+                "--warehouse",
+                config.warehouse.path,
+                "--out",
+                str(root / "index"),
+                "build",
+            ]
+        )
+        == 0
+    )
     printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [(p["mode"], p["upserted"], p["removed"], p["items"]) for p in printed] == [(INCREMENTAL, 2, 1, ITEMS)]
+    assert [(p["mode"], p["upserted"], p["removed"], p["items"]) for p in printed] == [
+        (INCREMENTAL, 2, 1, ITEMS)
+    ]
     assert printed[0]["from_version"] == runs["exported_1"][0].delta_version + 1
 
     ids, vectors = current_vectors(spark, config)
     incremental = ItemIndex.load(index_directory(str(root / "index"), config.model_version))
     rebuilt_dir = str(root / "rebuilt" / config.model_version)
-    export_one(Tables(spark, config.warehouse), config.model_version, table_version(Tables(spark, config.warehouse)),
-               config.index, rebuilt_dir, full=True)
+    export_one(
+        Tables(spark, config.warehouse),
+        config.model_version,
+        table_version(Tables(spark, config.warehouse)),
+        config.index,
+        rebuilt_dir,
+        full=True,
+    )
     rebuilt = ItemIndex.load(rebuilt_dir)
     exact = exact_neighbours(vectors, vectors, K + 1)
     expected = {item_id: {ids[j] for j in row if ids[j] != item_id} for item_id, row in zip(ids, exact)}
@@ -111,8 +156,26 @@ def test_similar_cli_prints_the_nearest_items(runs, capsys):
 
     config, root = runs["config"], runs["root"]
     item = "SKU-NEW-0001"
-    assert main(["--config", "conf/tiny.yaml", "--warehouse", config.warehouse.path, "--out", str(root / "index"),
-                 "similar", "--model-version", config.model_version, "--item-id", item, "-k", "3"]) == 0
+    assert (
+        main(
+            [
+                "--config",
+                "conf/tiny.yaml",
+                "--warehouse",
+                config.warehouse.path,
+                "--out",
+                str(root / "index"),
+                "similar",
+                "--model-version",
+                config.model_version,
+                "--item-id",
+                item,
+                "-k",
+                "3",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     index = ItemIndex.load(index_directory(str(root / "index"), config.model_version))
     assert [line.split("\t")[0] for line in lines] == [hit for hit, _ in index.similar(item, 3)]
@@ -123,7 +186,9 @@ def test_export_rebuilds_in_full_when_the_change_feed_misses_a_version(spark, ru
     config = runs["config"]
     tables = Tables(spark, config.warehouse)
     removed = runs["first"].column("item_id")[3].as_py()
-    spark.sql(f"ALTER TABLE {tables.ref('embeddings')} SET TBLPROPERTIES (delta.enableChangeDataFeed = false)")
+    spark.sql(
+        f"ALTER TABLE {tables.ref('embeddings')} SET TBLPROPERTIES (delta.enableChangeDataFeed = false)"
+    )
     spark.sql(f"DELETE FROM {tables.ref('embeddings')} WHERE item_id = '{removed}'")
     spark.sql(f"ALTER TABLE {tables.ref('embeddings')} SET TBLPROPERTIES (delta.enableChangeDataFeed = true)")
     [result] = export_indexes(spark, config)

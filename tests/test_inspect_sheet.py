@@ -1,4 +1,5 @@
 """Tests for the contact-sheet renderer: HTML with embedded thumbnails and boxes, and the PNG grid."""
+
 from __future__ import annotations
 
 import base64
@@ -10,8 +11,8 @@ from PIL import Image
 
 from vlclip_core import schema as S
 from vlclip_core.config import ImageConfig
-from vlclip_core.inspect_sheet import CAPTION_PX, PRED_COLOUR, render_contact_sheet, sheet_size
-from vlclip_core.sample_catalog import TRUE_BOX, make_sample_catalog, read_catalog
+from vlclip_core.tools.inspect_sheet import CAPTION_PX, PRED_COLOUR, render_contact_sheet, sheet_size
+from vlclip_core.tools.sample_catalog import TRUE_BOX, make_sample_catalog, read_catalog
 
 
 @pytest.fixture(scope="module")
@@ -19,16 +20,35 @@ def rows(tmp_path_factory):
     catalog = read_catalog(make_sample_catalog(str(tmp_path_factory.mktemp("demo")), n_items=4, seed=1))
     result = []
     for k, item in enumerate(catalog.to_pylist()):
-        result.append({S.ITEM_ID: item[S.ITEM_ID], S.IMAGE_URI: item[S.IMAGE_URI], S.TITLE: item[S.TITLE],
-                       S.DESCRIPTION: item[S.DESCRIPTION], S.PRODUCT_TYPE: item[S.PRODUCT_TYPE],
-                       S.ENRICHED_TEXT: f"<b>Clean</b> text {k}", S.ENRICHMENT_STATUS: "refined",
-                       S.GROUNDING_BOX: [0.1, 0.2, 0.6, 0.7], S.GROUNDED: True,
-                       S.GROUNDING_SCORE: 0.5 + k / 10,
-                       TRUE_BOX: item[TRUE_BOX]})
-    result.append({S.ITEM_ID: "SKU-BROKEN", S.IMAGE_URI: "/no/such/file.jpg", S.TITLE: "Broken",
-                   S.DESCRIPTION: None, S.ENRICHED_TEXT: None, S.ENRICHMENT_STATUS: "fallback",
-                   S.GROUNDING_BOX: None, S.GROUNDED: False, S.GROUNDING_SCORE: float("nan"),
-                   S.PRODUCT_TYPE: "handbag"})
+        result.append(
+            {
+                S.ITEM_ID: item[S.ITEM_ID],
+                S.IMAGE_URI: item[S.IMAGE_URI],
+                S.TITLE: item[S.TITLE],
+                S.DESCRIPTION: item[S.DESCRIPTION],
+                S.PRODUCT_TYPE: item[S.PRODUCT_TYPE],
+                S.ENRICHED_TEXT: f"<b>Clean</b> text {k}",
+                S.ENRICHMENT_STATUS: "refined",
+                S.GROUNDING_BOX: [0.1, 0.2, 0.6, 0.7],
+                S.GROUNDED: True,
+                S.GROUNDING_SCORE: 0.5 + k / 10,
+                TRUE_BOX: item[TRUE_BOX],
+            }
+        )
+    result.append(
+        {
+            S.ITEM_ID: "SKU-BROKEN",
+            S.IMAGE_URI: "/no/such/file.jpg",
+            S.TITLE: "Broken",
+            S.DESCRIPTION: None,
+            S.ENRICHED_TEXT: None,
+            S.ENRICHMENT_STATUS: "fallback",
+            S.GROUNDING_BOX: None,
+            S.GROUNDED: False,
+            S.GROUNDING_SCORE: float("nan"),
+            S.PRODUCT_TYPE: "handbag",
+        }
+    )
     return result
 
 

@@ -1,4 +1,5 @@
 """End-to-end runs of the job: real local Spark + Delta, real local Ray, tiny real models."""
+
 from __future__ import annotations
 
 import json
@@ -8,14 +9,14 @@ import shutil
 import numpy as np
 import pyarrow as pa
 import pytest
-
 from job_helpers import TEST_ITEMS
-from vlclip_core.catalog import CatalogSchemaError
+
 from vlclip_core.config import WarehouseConfig
-from vlclip_core.job import run_job
-from vlclip_core.runs import RunState
-from vlclip_core.sample_catalog import read_catalog, write_catalog
-from vlclip_core.tables import Tables
+from vlclip_core.run.job import run_job
+from vlclip_core.run.state import RunState
+from vlclip_core.selection.catalog import CatalogSchemaError
+from vlclip_core.tools.sample_catalog import read_catalog, write_catalog
+from vlclip_core.warehouse.tables import Tables
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 TINY_DIM = 32
@@ -41,6 +42,7 @@ def clone_warehouse(src, dest):
 def first(spark, tiny_models, sample_root, tmp_path_factory):
     """One incremental run over the sample catalog into a fresh warehouse."""
     from job_helpers import job_overrides
+
     from vlclip_core.config import load_config
 
     root = tmp_path_factory.mktemp("first")
@@ -52,11 +54,17 @@ def first(spark, tiny_models, sample_root, tmp_path_factory):
 
 def test_first_run_embeds_every_valid_item_with_unit_norm(spark, first):
     report, config = first["report"], first["config"]
-    assert (report.status, report.items_selected, report.items_embedded, report.items_failed) == \
-        ("succeeded", TEST_ITEMS, TEST_ITEMS, 0)
+    assert (report.status, report.items_selected, report.items_embedded, report.items_failed) == (
+        "succeeded",
+        TEST_ITEMS,
+        TEST_ITEMS,
+        0,
+    )
     assert report.detector_calls == TEST_ITEMS and report.llm_calls >= TEST_ITEMS
     rows = embeddings(spark, config).collect()
-    assert sorted(r.item_id for r in rows) == sorted(read_catalog(first["catalog"]).column("item_id").to_pylist())
+    assert sorted(r.item_id for r in rows) == sorted(
+        read_catalog(first["catalog"]).column("item_id").to_pylist()
+    )
     for row in rows:
         assert row.model_version == config.model_version and row.embedding_dim == TINY_DIM
         for vector in (row.image_embedding, row.text_embedding, row.embedding):
@@ -71,7 +79,7 @@ def test_first_run_embeds_every_valid_item_with_unit_norm(spark, first):
 
 
 def test_contact_sheet_shows_the_latest_run(spark, first, tmp_path):
-    from vlclip_core.inspect_run import write_contact_sheet
+    from vlclip_core.tools.inspect_run import write_contact_sheet
 
     out = write_contact_sheet(first["config"], None, str(tmp_path / "sheet.html"), limit=5, spark=spark)
     html = open(out, encoding="utf-8").read()
@@ -91,14 +99,16 @@ def test_items_that_left_the_catalog_are_deleted_when_configured(spark, first, m
     assert sorted(r.item_id for r in embeddings(spark, config).collect()) == sorted(ids[2:])
 
 
-def test_second_run_with_nothing_changed_selects_nothing_and_runs_no_model(spark, first, make_config, tmp_path):
+def test_second_run_with_nothing_changed_selects_nothing_and_runs_no_model(
+    spark, first, make_config, tmp_path
+):
     warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
     config = make_config(first["catalog"], warehouse)
     before = {r.item_id: r.updated_at for r in embeddings(spark, config).collect()}
     report = run_job(config, spark)
     assert (report.items_seen, report.items_selected, report.items_embedded) == (TEST_ITEMS, 0, 0)
     assert (report.detector_calls, report.llm_calls) == (0, 0)
-    assert "phase_pipeline" not in report.stage_seconds  # the Ray pipeline never started
+    assert "pipeline" not in report.phase_seconds  # the Ray pipeline never started
     assert {r.item_id: r.updated_at for r in embeddings(spark, config).collect()} == before
 
 
@@ -136,14 +146,18 @@ def test_new_clip_checkpoint_reembeds_all_under_new_version_from_caches(spark, f
     report = run_job(config, spark)
     assert (report.items_selected, report.items_embedded) == (TEST_ITEMS, TEST_ITEMS)
     assert (report.detector_calls, report.llm_calls) == (0, 0)  # boxes and texts come from the caches
-    counts = {r["model_version"]: r["count"] for r in embeddings(spark, config).groupBy("model_version").count().collect()}
+    counts = {
+        r["model_version"]: r["count"]
+        for r in embeddings(spark, config).groupBy("model_version").count().collect()
+    }
     assert counts == {old_version: TEST_ITEMS, config.model_version: TEST_ITEMS}
     old = embeddings(spark, config).where(f"model_version = '{old_version}'").collect()
     assert {r.run_id for r in old} == {first["report"].run_id}
 
 
-def test_backfill_interrupted_after_a_shard_resumes_and_finishes_once(spark, first, make_config, tmp_path,
-                                                                     monkeypatch):
+def test_backfill_interrupted_after_a_shard_resumes_and_finishes_once(
+    spark, first, make_config, tmp_path, monkeypatch
+):
     config = make_config(first["catalog"], tmp_path / "wh", "job.mode=backfill", "stages.clip.batch_size=4")
     real_mark = RunState.mark_shard_done
     marked = []
@@ -183,9 +197,13 @@ def test_invalid_catalog_rows_become_error_rows(spark, first, make_config, tmp_p
         schema = pa.schema([f.with_nullable(True) for f in table.schema])
         good = table.slice(0, 3).cast(schema)
         template = good.slice(0, 1).to_pylist()[0]
-        bad = [dict(template, item_id=None), dict(template, item_id="DUP-1"), dict(template, item_id="DUP-1"),
-               dict(template, item_id="NO-URI", image_uri=None),
-               dict(template, item_id="MISSING-FILE", image_uri=str(tmp_path / "nope.jpg"))]
+        bad = [
+            dict(template, item_id=None),
+            dict(template, item_id="DUP-1"),
+            dict(template, item_id="DUP-1"),
+            dict(template, item_id="NO-URI", image_uri=None),
+            dict(template, item_id="MISSING-FILE", image_uri=str(tmp_path / "nope.jpg")),
+        ]
         return pa.concat_tables([good, pa.Table.from_pylist(bad, schema=schema)])
 
     catalog = copy_catalog(first["catalog"], tmp_path / "cat", add_bad_rows)
@@ -195,11 +213,19 @@ def test_invalid_catalog_rows_become_error_rows(spark, first, make_config, tmp_p
     assert (report.items_embedded, report.items_failed) == (3, 5)
     errors = Tables(spark, config.warehouse).read("embedding_errors").where(f"run_id = '{report.run_id}'")
     got = sorted((r.item_id or "", r.stage, r.error_type) for r in errors.collect())
-    assert got == [("", "catalog", "null_item_id"), ("DUP-1", "catalog", "duplicate_item_id"),
-                   ("DUP-1", "catalog", "duplicate_item_id"), ("MISSING-FILE", "decode", "missing_file"),
-                   ("NO-URI", "catalog", "missing_image_uri")]
-    assert report.error_counts == {"null_item_id": 1, "duplicate_item_id": 2, "missing_file": 1,
-                                   "missing_image_uri": 1}
+    assert got == [
+        ("", "catalog", "null_item_id"),
+        ("DUP-1", "catalog", "duplicate_item_id"),
+        ("DUP-1", "catalog", "duplicate_item_id"),
+        ("MISSING-FILE", "decode", "missing_file"),
+        ("NO-URI", "catalog", "missing_image_uri"),
+    ]
+    assert report.error_counts == {
+        "null_item_id": 1,
+        "duplicate_item_id": 2,
+        "missing_file": 1,
+        "missing_image_uri": 1,
+    }
     assert embeddings(spark, config).where("item_id = 'DUP-1' OR item_id IS NULL").count() == 0
 
 
@@ -227,7 +253,7 @@ def test_delete_keeps_items_whose_catalog_row_is_duplicated_or_invalid(spark, fi
 def test_delete_refuses_to_remove_most_of_the_table(spark, first, make_config, tmp_path):
     """A truncated catalog (4 of 24 items) must not wipe the version: the run fails, nothing is deleted;
     with job.max_removed_fraction=1 the same catalog deletes the other 20."""
-    from vlclip_core.thresholds import RunThresholdError
+    from vlclip_core.run.thresholds import RunThresholdError
 
     warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
     catalog = copy_catalog(first["catalog"], tmp_path / "cat", lambda t: t.slice(0, 4))
@@ -235,13 +261,15 @@ def test_delete_refuses_to_remove_most_of_the_table(spark, first, make_config, t
     with pytest.raises(RunThresholdError, match="would delete 20 of 24 embeddings"):
         run_job(config, spark)
     assert embeddings(spark, config).count() == TEST_ITEMS
-    report = run_job(make_config(catalog, warehouse, "job.removed_items=delete", "job.max_removed_fraction=1"),
-                     spark)
+    report = run_job(
+        make_config(catalog, warehouse, "job.removed_items=delete", "job.max_removed_fraction=1"), spark
+    )
     assert report.items_removed == 20 and embeddings(spark, config).count() == 4
 
 
 def _missing_images(first, tmp_path, n):
     """The catalog with the first n items' images pointing at files that do not exist."""
+
     def mutate(table: pa.Table) -> pa.Table:
         uris = table.column("image_uri").to_pylist()
         uris[:n] = [str(tmp_path / f"gone-{i}.png") for i in range(n)]
@@ -254,7 +282,7 @@ def test_a_run_where_every_item_fails_is_failed_and_merges_nothing(spark, first,
     """12 changed items whose images are gone: 12/12 fail at decode, over job.thresholds (50 %). The run
     is recorded as failed, its error rows and the failed images are written, no embedding changes; the
     next run does not fetch those images again (skipped, counted) and succeeds."""
-    from vlclip_core.thresholds import RunThresholdError
+    from vlclip_core.run.thresholds import RunThresholdError
 
     warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
     catalog = _missing_images(first, tmp_path, 12)
@@ -265,8 +293,12 @@ def test_a_run_where_every_item_fails_is_failed_and_merges_nothing(spark, first,
     tables = Tables(spark, config.warehouse)
     assert {r.item_id: r.content_hash for r in embeddings(spark, config).collect()} == before
     (run,) = [r for r in tables.read("runs").collect() if r.status == "failed"]
-    assert (run.items_selected, run.items_embedded, run.items_failed, run.outcome_counts["failed_decode"]) == \
-        (12, 0, 12, 12)
+    assert (
+        run.items_selected,
+        run.items_embedded,
+        run.items_failed,
+        run.outcome_counts["failed_decode"],
+    ) == (12, 0, 12, 12)
     assert "thresholds breached" in run.message
     errors = tables.read("embedding_errors").where(f"run_id = '{run.run_id}'").collect()
     assert len(errors) == 12 and {e.error_type for e in errors} == {"missing_file"}
@@ -283,15 +315,26 @@ def test_a_degraded_run_merges_and_exits_3(spark, first, tiny_models, tmp_path, 
     """on_breach=degraded: the 21 good items are merged, the 3 failures breach a 5 % decode limit, the
     run is recorded as degraded and the entry point exits 3."""
     from job_helpers import job_overrides
+
     from jobs.embed_catalog import EXIT_DEGRADED, main
 
     warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "wh")
     catalog = _missing_images(first, tmp_path, 3)
     sets = job_overrides(tiny_models, catalog, str(warehouse)) + (
-        "job.mode=backfill", "job.thresholds.on_breach=degraded", "job.thresholds.max_failed.decode=0.05")
+        "job.mode=backfill",
+        "job.thresholds.on_breach=degraded",
+        "job.thresholds.max_failed.decode=0.05",
+    )
     code = main(["--config", "conf/tiny.yaml", *[a for o in sets for a in ("--set", o)]])
     assert code == EXIT_DEGRADED == 3
-    assert "run degraded: thresholds breached (job.thresholds): failed at decode: 3/24 (12%) > 5%" in \
-        capsys.readouterr().err
-    (run,) = Tables(spark, WarehouseConfig(path=str(warehouse))).read("runs").where("status = 'degraded'").collect()
+    assert (
+        "run degraded: thresholds breached (job.thresholds): failed at decode: 3/24 (12%) > 5%"
+        in capsys.readouterr().err
+    )
+    (run,) = (
+        Tables(spark, WarehouseConfig(path=str(warehouse)))
+        .read("runs")
+        .where("status = 'degraded'")
+        .collect()
+    )
     assert (run.items_selected, run.items_embedded, run.items_failed) == (24, 21, 3)

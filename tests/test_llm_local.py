@@ -1,4 +1,5 @@
 """Tests of the tiny offline LLM and the transformers backend that loads it like a real checkpoint."""
+
 import time
 
 import pytest
@@ -26,8 +27,10 @@ def backend(tiny_dir):
 
 
 def _conv(text):
-    return [{"role": "system", "content": "You write product descriptions."},
-            {"role": "user", "content": text}]
+    return [
+        {"role": "system", "content": "You write product descriptions."},
+        {"role": "user", "content": text},
+    ]
 
 
 def test_tiny_llm_loads_with_auto_classes(tiny_dir):
@@ -35,8 +38,9 @@ def test_tiny_llm_loads_with_auto_classes(tiny_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_dir)
     assert model.config.model_type == "llama"
     assert (tokenizer.pad_token, tokenizer.bos_token, tokenizer.eos_token) == ("<pad>", "<s>", "</s>")
-    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "red dress"}], tokenize=False,
-                                           add_generation_prompt=True)
+    prompt = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "red dress"}], tokenize=False, add_generation_prompt=True
+    )
     assert prompt == "<s>user\nred dress</s>\n<s>assistant\n"
     assert tokenizer.decode(tokenizer("red cotton dress, size M")["input_ids"]) == "red cotton dress, size M"
 
@@ -78,8 +82,12 @@ def test_over_long_input_is_cut_not_crashing(backend):
 
 def test_agent_runs_end_to_end_on_the_tiny_llm(tiny_dir, backend):
     config = LLMConfig(path=tiny_dir, max_new_tokens=48)
-    item = {"title": "Red cotton dress", "description": "Soft summer dress.", "product_type": "dress",
-            "attributes": {"colour": "red", "size": "M"}}
+    item = {
+        "title": "Red cotton dress",
+        "description": "Soft summer dress.",
+        "product_type": "dress",
+        "attributes": {"colour": "red", "size": "M"},
+    }
     [result] = EnrichmentAgent(backend, config).enrich([item])
     # random weights never write a valid description: evaluation unparsable, refinement fails the checks
     assert (result.status, result.n_calls) == ("fallback", 3)

@@ -1,4 +1,5 @@
 """Tests for the model loaders, device/dtype choice and the tiny offline model builders."""
+
 import json
 import os
 
@@ -6,17 +7,16 @@ import numpy as np
 import open_clip
 import pytest
 import torch
+from models_helpers import product_image, tiny_config
 from PIL import Image
 from safetensors.torch import load_file
 
-from models_helpers import product_image, tiny_config
 from vlclip_core.config import ClipConfig, ConfigError, DetectorConfig
 from vlclip_core.models.clip import ImagePreprocess, load_clip
 from vlclip_core.models.detector import load_detector
 from vlclip_core.models.device import pick_device, torch_dtype
 from vlclip_core.models.tiny import build_tiny_clip, build_tiny_detector, build_tiny_models, build_tiny_owlv2
-from vlclip_core.sample_catalog import PRODUCT_TYPES, PRODUCTS
-
+from vlclip_core.tools.sample_catalog import PRODUCT_TYPES, PRODUCTS
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +74,12 @@ def test_text_longer_than_context_length_is_truncated_and_encoded(encoder):
 @pytest.mark.parametrize("mode", ["shortest", "longest", "squash"])
 def test_batched_preprocess_matches_open_clip_pil_transform(encoder, mode):
     image = product_image(75, 130, (10, 10, 90, 60), seed=3)
-    ours = ImagePreprocess(size=(64, 64), mean=encoder.preprocess.mean, std=encoder.preprocess.std,
-                           resize_mode=mode)([image])[0]
-    reference = open_clip.image_transform(64, False, mean=encoder.preprocess.mean, std=encoder.preprocess.std,
-                                          resize_mode=mode)(Image.fromarray(image))
+    ours = ImagePreprocess(
+        size=(64, 64), mean=encoder.preprocess.mean, std=encoder.preprocess.std, resize_mode=mode
+    )([image])[0]
+    reference = open_clip.image_transform(
+        64, False, mean=encoder.preprocess.mean, std=encoder.preprocess.std, resize_mode=mode
+    )(Image.fromarray(image))
     assert ours.shape == reference.shape == (3, 64, 64)
     assert (ours - reference).abs().max().item() < 0.02  # one uint8 level / std ~ 0.015
 
@@ -88,15 +90,20 @@ def test_unknown_clip_model_name_is_a_config_error():
 
 
 def test_missing_clip_checkpoint_fails_with_the_path(paths):
-    cfg = ClipConfig(model_name=paths["clip_model_name"], config_dir=paths["clip_config_dir"],
-                     pretrained="/nonexistent/ckpt.pt")
+    cfg = ClipConfig(
+        model_name=paths["clip_model_name"],
+        config_dir=paths["clip_config_dir"],
+        pretrained="/nonexistent/ckpt.pt",
+    )
     with pytest.raises(RuntimeError, match="/nonexistent/ckpt.pt"):
         load_clip(cfg, "cpu")
 
 
 def test_detector_returns_normalised_candidates_above_threshold(detector):
-    images = [product_image(120, 160, (20, 30, 100, 90), seed=1),
-              product_image(200, 90, (5, 5, 80, 150), seed=2)]
+    images = [
+        product_image(120, 160, (20, 30, 100, 90), seed=1),
+        product_image(200, 90, (5, 5, 80, 150), seed=2),
+    ]
     found = detector.detect(images, "running shoe.")
     assert len(found) == 2 and all(found)
     for candidates in found:
@@ -173,8 +180,10 @@ def test_owlv2_detector_loads_and_detects_through_the_same_code(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_half_precision_on_gpu_matches_fp32(paths):
-    images = [product_image(120, 160, (20, 30, 100, 90), seed=1),
-              product_image(64, 64, (8, 8, 56, 56), seed=3)]
+    images = [
+        product_image(120, 160, (20, 30, 100, 90), seed=1),
+        product_image(64, 64, (8, 8, 56, 56), seed=3),
+    ]
     fp32 = load_clip(tiny_config(paths).models.clip, "cuda")
     fp16 = load_clip(tiny_config(paths, "models.clip.precision=fp16").models.clip, "cuda")
     np.testing.assert_allclose(fp16.encode_images(images), fp32.encode_images(images), atol=2e-2)

@@ -1,20 +1,33 @@
 """Tests of the OpenAI-compatible backend against a real HTTP server on 127.0.0.1."""
+
 import logging
 import time
 
 import pytest
-
 from llm_server_helpers import FakeLLMServer, free_closed_port
+
 from vlclip_core.config import ConfigError, LLMConfig
-from vlclip_core.llm.openai_backend import (LLMConnectionError, LLMHTTPError, LLMResponseError,
-                                            LLMTimeoutError, OpenAIChatBackend)
+from vlclip_core.llm.openai_backend import (
+    LLMConnectionError,
+    LLMHTTPError,
+    LLMResponseError,
+    LLMTimeoutError,
+    OpenAIChatBackend,
+)
 
 SECRET = "sk-test-7c1f0e9d-do-not-leak"
 
 
 def _config(base_url: str, **kw) -> LLMConfig:
-    values = dict(backend="openai", base_url=base_url, model="served-model", timeout_s=2.0, retries=2,
-                  backoff_s=0.05, max_concurrency=4)
+    values = dict(
+        backend="openai",
+        base_url=base_url,
+        model="served-model",
+        timeout_s=2.0,
+        retries=2,
+        backoff_s=0.05,
+        max_concurrency=4,
+    )
     values.update(kw)
     return LLMConfig(**values)
 
@@ -122,8 +135,9 @@ def test_api_key_sent_as_bearer_never_logged_or_raised(monkeypatch, caplog):
     assert SECRET not in str(failed) and SECRET not in repr(failed) and SECRET not in failed.kind
     assert SECRET not in caplog.text
     down_url = f"http://127.0.0.1:{free_closed_port()}/v1"
-    unreachable = OpenAIChatBackend(_config(down_url, retries=1, backoff_s=0.01,
-                                            api_key_env="VLCLIP_TEST_LLM_KEY"))
+    unreachable = OpenAIChatBackend(
+        _config(down_url, retries=1, backoff_s=0.01, api_key_env="VLCLIP_TEST_LLM_KEY")
+    )
     [down] = unreachable.chat([_conv("x")])
     assert SECRET not in str(down) and SECRET not in caplog.text
 

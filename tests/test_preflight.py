@@ -1,4 +1,5 @@
 """Driver-side model checks: every bad model path or hub id is named before any Spark or Ray work."""
+
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ import pytest
 
 from vlclip_core.config import ConfigError, load_config
 from vlclip_core.models.tiny import tiny_overrides
-from vlclip_core.preflight import check_models
+from vlclip_core.run.preflight import check_models
 
 
 def test_the_tiny_models_pass(tiny_models):
@@ -16,22 +17,35 @@ def test_the_tiny_models_pass(tiny_models):
 
 def test_every_missing_model_is_named_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    config = load_config("conf/tiny.yaml", (
-        "profile=custom", f"models.detector.path={tmp_path}/nowhere/detector", "models.llm.path=acme/no-such-llm",
-        f"models.clip.pretrained={tmp_path}/clip.pt", f"models.clip.config_dir={tmp_path}/arch"))
+    config = load_config(
+        "conf/tiny.yaml",
+        (
+            "profile=custom",
+            f"models.detector.path={tmp_path}/nowhere/detector",
+            "models.llm.path=acme/no-such-llm",
+            f"models.clip.pretrained={tmp_path}/clip.pt",
+            f"models.clip.config_dir={tmp_path}/arch",
+        ),
+    )
     with pytest.raises(ConfigError) as err:
         check_models(config)
     message = str(err.value)
     assert f"models.detector.path='{tmp_path}/nowhere/detector' does not exist" in message
-    assert "models.llm.path='acme/no-such-llm' is not a local directory and not in the Hugging Face cache" in message
+    assert (
+        "models.llm.path='acme/no-such-llm' is not a local directory and not in the Hugging Face cache"
+        in message
+    )
     assert f"models.clip.pretrained='{tmp_path}/clip.pt' is not a file" in message
     assert f"models.clip.config_dir='{tmp_path}/arch' is not a directory" in message
 
 
 def test_a_directory_without_weights_is_refused(tmp_path, tiny_models):
     (tmp_path / "llm").mkdir()
-    config = load_config("conf/tiny.yaml", tiny_overrides(tiny_models) + (
-        "profile=custom", f"models.llm.path={tmp_path / 'llm'}", "models.llm.gguf_file=model.gguf"))
+    config = load_config(
+        "conf/tiny.yaml",
+        tiny_overrides(tiny_models)
+        + ("profile=custom", f"models.llm.path={tmp_path / 'llm'}", "models.llm.gguf_file=model.gguf"),
+    )
     with pytest.raises(ConfigError, match="models.llm.path=.* has no model.gguf"):
         check_models(config)
 

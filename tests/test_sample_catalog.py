@@ -1,4 +1,5 @@
 """Tests for the demo catalog generator: schema, determinism, product types, boxes, the rewrite helper."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,11 +11,27 @@ import pytest
 from PIL import Image
 
 from vlclip_core import schema as S
-from vlclip_core.sample_catalog import (COLOURS, PART_FILE, PRODUCT_TYPES, TRUE_BOX, catalog_schema,
-                                        make_sample_catalog, read_catalog, write_catalog)
+from vlclip_core.tools.sample_catalog import (
+    COLOURS,
+    PART_FILE,
+    PRODUCT_TYPES,
+    TRUE_BOX,
+    catalog_schema,
+    make_sample_catalog,
+    read_catalog,
+    write_catalog,
+)
 
-BRIEF_TYPES = {"running shoe", "handbag", "table lamp", "coffee mug", "t-shirt", "backpack", "wristwatch",
-               "sunglasses"}
+BRIEF_TYPES = {
+    "running shoe",
+    "handbag",
+    "table lamp",
+    "coffee mug",
+    "t-shirt",
+    "backpack",
+    "wristwatch",
+    "sunglasses",
+}
 
 
 @pytest.fixture(scope="module")

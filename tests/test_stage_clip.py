@@ -1,8 +1,9 @@
 """Tests for the CLIP stage: shapes, unit norms, fusion weights, sub-batching and error rows."""
+
 import numpy as np
 import pytest
-
 from models_helpers import clip_batch, product_image, tiny_config
+
 from vlclip_core import schema as S
 from vlclip_core.stages.clip_encode import ClipStage
 
@@ -11,8 +12,10 @@ TEXTS = ["red running shoe", "leather handbag", "ceramic coffee mug", "blue t-sh
 
 @pytest.fixture(scope="module")
 def crops():
-    return [product_image(40 + 10 * i, 70 - 5 * i, (5, 5, 30, 30), color=(40 * i, 90, 200), seed=i)
-            for i in range(5)]
+    return [
+        product_image(40 + 10 * i, 70 - 5 * i, (5, 5, 30, 30), color=(40 * i, 90, 200), seed=i)
+        for i in range(5)
+    ]
 
 
 class CountingEncoder:

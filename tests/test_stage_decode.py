@@ -1,4 +1,5 @@
 """Tests for the decode stage: a batch mixing good and bad image URIs, local and over real HTTP."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,12 +7,13 @@ import io
 
 import numpy as np
 import pytest
+from http_fault_server import FaultServer
 from PIL import Image
 
-from http_fault_server import FaultServer
 from vlclip_core import schema as S
+from vlclip_core.batch import object_column
 from vlclip_core.config import ImageConfig, VlclipConfig
-from vlclip_core.stages.base import StageInputError, object_column
+from vlclip_core.errors import StageInputError
 from vlclip_core.stages.decode import DecodeStage, decode_batch
 
 
@@ -39,12 +41,31 @@ def good_jpeg(tmp_path):
 
 def test_mixed_batch_keeps_every_row_and_types_each_error(tmp_path, good_jpeg):
     with FaultServer() as srv:
-        uris = [str(good_jpeg), srv.url("/ok.jpg"), None, "   ", str(tmp_path / "missing.jpg"),
-                srv.url("/404"),
-                srv.url("/truncated.jpg"), srv.url("/text"), srv.url("/empty"), "ftp://example.com/a.jpg"]
+        uris = [
+            str(good_jpeg),
+            srv.url("/ok.jpg"),
+            None,
+            "   ",
+            str(tmp_path / "missing.jpg"),
+            srv.url("/404"),
+            srv.url("/truncated.jpg"),
+            srv.url("/text"),
+            srv.url("/empty"),
+            "ftp://example.com/a.jpg",
+        ]
         out = DecodeStage(config())(batch_of(uris))
-    expected = [None, None, "missing_image_uri", "missing_image_uri", "missing_file", "http_404",
-                "truncated_image", "not_an_image", "empty_file", "scheme_not_allowed"]
+    expected = [
+        None,
+        None,
+        "missing_image_uri",
+        "missing_image_uri",
+        "missing_file",
+        "http_404",
+        "truncated_image",
+        "not_an_image",
+        "empty_file",
+        "scheme_not_allowed",
+    ]
     assert all(len(col) == len(uris) for col in out.values())
     assert list(out[S.ERROR_TYPE]) == expected
     assert list(out[S.STATUS]) == ["ok", "ok"] + ["error"] * 8

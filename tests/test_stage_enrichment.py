@@ -1,4 +1,5 @@
 """Tests of the enrichment stage: cache hits, misses through the agent, LLM call counts, error rows."""
+
 import importlib.util
 import json
 from pathlib import Path
@@ -6,13 +7,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from llm_server_helpers import FakeLLMServer, step_of
+
 from vlclip_core import schema as S
-from vlclip_core.config import (CatalogConfig, LLMConfig, ModelsConfig, StageResources, StagesConfig,
-                                VlclipConfig)
+from vlclip_core.config import (
+    CatalogConfig,
+    LLMConfig,
+    ModelsConfig,
+    StageResources,
+    StagesConfig,
+    VlclipConfig,
+)
+from vlclip_core.errors import StageInputError
 from vlclip_core.llm.tiny import build_tiny_llm
-from vlclip_core.stages.base import StageInputError
 from vlclip_core.stages.enrichment import EnrichmentStage
 
 torch.set_num_threads(1)
@@ -29,33 +36,43 @@ def _responder(messages):
 
 
 def _config(llm: LLMConfig, batch_size: int = 2) -> VlclipConfig:
-    return VlclipConfig(catalog=CatalogConfig(path="unused"), models=ModelsConfig(llm=llm, device="cpu"),
-                        stages=StagesConfig(enrichment=StageResources(batch_size=batch_size))).validate()
+    return VlclipConfig(
+        catalog=CatalogConfig(path="unused"),
+        models=ModelsConfig(llm=llm, device="cpu"),
+        stages=StagesConfig(enrichment=StageResources(batch_size=batch_size)),
+    ).validate()
 
 
 def _openai(server, **kw) -> VlclipConfig:
-    llm = dict(backend="openai", base_url=server.base_url, model="m", timeout_s=2.0, retries=0,
-               backoff_s=0.01)
+    llm = dict(
+        backend="openai", base_url=server.base_url, model="m", timeout_s=2.0, retries=0, backoff_s=0.01
+    )
     llm.update(kw)
     return _config(LLMConfig(**llm))
 
 
 def _batch(rows):
     """rows: dicts with title/description/attributes/cached; object columns with None for null."""
+
     def col(values):
         out = np.empty(len(values), dtype=object)
         out[:] = values
         return out
-    attrs = [json.dumps(r["attributes"]) if isinstance(r.get("attributes"), dict) else r.get("attributes")
-             for r in rows]
-    return {S.ITEM_ID: col([f"item-{i}" for i in range(len(rows))]),
-            S.TITLE: col([r.get("title") for r in rows]),
-            S.DESCRIPTION: col([r.get("description") for r in rows]),
-            S.PRODUCT_TYPE: col([r.get("product_type", "dress") for r in rows]),
-            S.ATTRIBUTES_JSON: col(attrs),
-            S.CACHED_TEXT: col([r.get("cached") for r in rows]),
-            S.CACHED_ENRICHMENT_STATUS: col(["refined" if r.get("cached") else None for r in rows]),
-            S.CACHED_ENRICHMENT_REASON: col(["from cache" if r.get("cached") else None for r in rows])}
+
+    attrs = [
+        json.dumps(r["attributes"]) if isinstance(r.get("attributes"), dict) else r.get("attributes")
+        for r in rows
+    ]
+    return {
+        S.ITEM_ID: col([f"item-{i}" for i in range(len(rows))]),
+        S.TITLE: col([r.get("title") for r in rows]),
+        S.DESCRIPTION: col([r.get("description") for r in rows]),
+        S.PRODUCT_TYPE: col([r.get("product_type", "dress") for r in rows]),
+        S.ATTRIBUTES_JSON: col(attrs),
+        S.CACHED_TEXT: col([r.get("cached") for r in rows]),
+        S.CACHED_ENRICHMENT_STATUS: col(["refined" if r.get("cached") else None for r in rows]),
+        S.CACHED_ENRICHMENT_REASON: col(["from cache" if r.get("cached") else None for r in rows]),
+    }
 
 
 ATTRS = {"colour": "red", "size": "M"}
@@ -64,8 +81,14 @@ ATTRS = {"colour": "red", "size": "M"}
 def test_cache_hits_make_no_requests():
     with FakeLLMServer(_responder) as server:
         stage = EnrichmentStage(_openai(server))
-        out = stage(_batch([{"title": "Dress A", "cached": "cached text A"},
-                            {"title": "Dress B", "cached": "cached text B"}]))
+        out = stage(
+            _batch(
+                [
+                    {"title": "Dress A", "cached": "cached text A"},
+                    {"title": "Dress B", "cached": "cached text B"},
+                ]
+            )
+        )
     assert server.requests == []
     assert list(out[S.ENRICHED_TEXT]) == ["cached text A", "cached text B"]
     assert list(out[S.ENRICHMENT_SOURCE]) == ["cache", "cache"]
@@ -75,8 +98,9 @@ def test_cache_hits_make_no_requests():
 
 
 def test_misses_go_through_the_agent_in_sub_batches():
-    rows = [{"title": "Dress A", "attributes": ATTRS, "cached": "hit"}] + \
-           [{"title": f"Dress {c}", "attributes": ATTRS, "description": "Soft."} for c in "BCD"]
+    rows = [{"title": "Dress A", "attributes": ATTRS, "cached": "hit"}] + [
+        {"title": f"Dress {c}", "attributes": ATTRS, "description": "Soft."} for c in "BCD"
+    ]
     with FakeLLMServer(_responder) as server:
         out = EnrichmentStage(_openai(server))(_batch(rows))
     assert list(out[S.STATUS]) == ["ok"] * 4
@@ -89,10 +113,12 @@ def test_misses_go_through_the_agent_in_sub_batches():
 
 
 def test_empty_text_and_bad_attributes_become_error_rows():
-    rows = [{"title": "  ", "description": None, "attributes": ATTRS},
-            {"title": "Dress B", "attributes": ATTRS},
-            {"title": "Dress C", "attributes": "[1, 2]"},
-            {"title": None, "description": "A red dress in size M, knee length."}]
+    rows = [
+        {"title": "  ", "description": None, "attributes": ATTRS},
+        {"title": "Dress B", "attributes": ATTRS},
+        {"title": "Dress C", "attributes": "[1, 2]"},
+        {"title": None, "description": "A red dress in size M, knee length."},
+    ]
     with FakeLLMServer(_responder) as server:
         out = EnrichmentStage(_openai(server))(_batch(rows))
     assert list(out[S.STATUS]) == ["error", "ok", "error", "ok"]
@@ -105,6 +131,7 @@ def test_empty_text_and_bad_attributes_become_error_rows():
 def test_llm_failure_with_on_error_error_is_an_error_row():
     def responder(messages):
         return 503 if "Broken" in messages[-1]["content"] else _responder(messages)
+
     rows = [{"title": "Dress A", "attributes": ATTRS}, {"title": "Broken B", "attributes": ATTRS}]
     with FakeLLMServer(responder) as server:
         out = EnrichmentStage(_openai(server, on_error="error"))(_batch(rows))
@@ -119,7 +146,10 @@ def test_llm_failure_with_fallback_keeps_the_row():
     with FakeLLMServer(lambda messages: 503) as server:
         out = EnrichmentStage(_openai(server))(_batch(rows))
     assert (out[S.STATUS][0], out[S.ENRICHMENT_STATUS][0], out[S.ENRICHMENT_REASON][0]) == (
-        "ok", "fallback", "llm_error: HTTP 503")
+        "ok",
+        "fallback",
+        "llm_error: HTTP 503",
+    )
     assert out[S.ENRICHED_TEXT][0] == "Broken B. dress. colour: red; size: M. Knee length."
     assert out[S.LLM_CALLS][0] == 1
 
@@ -135,8 +165,14 @@ def test_missing_input_column_is_named():
 def test_stage_with_the_tiny_local_llm(tmp_path):
     llm = LLMConfig(path=build_tiny_llm(str(tmp_path)), max_new_tokens=16)
     stage = EnrichmentStage(_config(llm, batch_size=4))
-    out = stage(_batch([{"title": "Red dress", "attributes": ATTRS, "description": "Soft cotton."},
-                        {"title": "Blue shoe", "cached": "cached"}]))
+    out = stage(
+        _batch(
+            [
+                {"title": "Red dress", "attributes": ATTRS, "description": "Soft cotton."},
+                {"title": "Blue shoe", "cached": "cached"},
+            ]
+        )
+    )
     assert list(out[S.STATUS]) == ["ok", "ok"]
     assert list(out[S.ENRICHMENT_SOURCE]) == ["model", "cache"]
     assert out[S.ENRICHMENT_STATUS][0] == "fallback" and out[S.LLM_CALLS][0] == 3
@@ -157,8 +193,10 @@ def _smollm_dir():
 def test_stage_with_real_smollm2_gguf():
     llm = LLMConfig(path=_smollm_dir(), gguf_file=SMOLLM_GGUF, max_new_tokens=48)
     stage = EnrichmentStage(_config(llm, batch_size=2))
-    rows = [{"title": "Women's red cotton summer dress", "attributes": ATTRS, "description": "Knee length."},
-            {"title": "Men's leather hiking boot", "attributes": {"colour": "brown"}, "product_type": "boot"}]
+    rows = [
+        {"title": "Women's red cotton summer dress", "attributes": ATTRS, "description": "Knee length."},
+        {"title": "Men's leather hiking boot", "attributes": {"colour": "brown"}, "product_type": "boot"},
+    ]
     first = stage(_batch(rows))
     second = stage(_batch(rows))
     assert list(first[S.STATUS]) == ["ok", "ok"]

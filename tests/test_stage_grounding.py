@@ -1,14 +1,15 @@
 """Tests for the grounding stage: prompt rule, box choice, crop, cache, prompt grouping, tiny detector."""
+
 import math
 
 import numpy as np
 import pytest
-
 from models_helpers import grounding_batch, product_image, tiny_config
+
 from vlclip_core import schema as S
 from vlclip_core.config import ConfigError
+from vlclip_core.errors import ItemError
 from vlclip_core.models.detector import Candidate, load_detector
-from vlclip_core.stages.base import ItemError
 from vlclip_core.stages.grounding import GroundingStage, build_prompt, choose_box, crop_image
 
 
@@ -38,11 +39,12 @@ class FakeDetector:
 
     def detect(self, images, prompt):
         self.calls.append((prompt, len(images)))
-        found, self.per_image = self.per_image[:len(images)], self.per_image[len(images):]
+        found, self.per_image = self.per_image[: len(images)], self.per_image[len(images) :]
         return found
 
 
 # --- prompt rule ---------------------------------------------------------------------------------
+
 
 def test_prompt_uses_lower_cased_product_type():
     assert build_prompt("Running Shoe ", "Whatever title") == "running shoe."
@@ -68,6 +70,7 @@ def test_bad_prompt_template_is_a_config_error(paths):
 
 
 # --- box choice and crop ---------------------------------------------------------------------------
+
 
 def test_highest_score_wins():
     chosen = choose_box([Candidate((0.1, 0.1, 0.5, 0.5), 0.4), Candidate((0.2, 0.2, 0.6, 0.9), 0.7)], 0.02)
@@ -103,11 +106,12 @@ def test_crop_adds_margin_and_clips_to_the_image():
 
 # --- the stage with a fake detector (box logic only) -----------------------------------------------
 
+
 def test_stage_writes_box_score_crop_and_frees_the_image(paths):
     images = [product_image(100, 200, (50, 50, 150, 100), seed=i) for i in range(3)]
-    fake = FakeDetector([[Candidate((0.25, 0.5, 0.75, 1.0), 0.8)],
-                         [Candidate((0.0, 0.0, 0.1, 0.1), 0.9)],
-                         []])
+    fake = FakeDetector(
+        [[Candidate((0.25, 0.5, 0.75, 1.0), 0.8)], [Candidate((0.0, 0.0, 0.1, 0.1), 0.9)], []]
+    )
     stage = GroundingStage(tiny_config(paths, "models.detector.margin=0.1"), detector=fake)
     out = stage(grounding_batch(images, ["Handbag"] * 3))
     assert fake.calls == [("handbag.", 3)]
@@ -157,6 +161,7 @@ def test_bad_rows_become_error_rows_and_the_good_ones_stay_batched(paths):
 
 # --- cache and prompt grouping with the real tiny detector -----------------------------------------
 
+
 def _with_cache(batch, rows, prompt, box, score, grounded, reason=None):
     for r in rows:
         batch[S.CACHED_IMAGE_SHA][r] = batch[S.IMAGE_SHA][r]
@@ -204,22 +209,30 @@ def test_mixed_product_types_make_one_call_per_prompt(paths, real_detector):
     out = stage(grounding_batch(images, types))
     assert sorted(counting.calls) == [("running shoe.", 3), ("sunglasses.", 2)]
     assert stage.detector_calls == 2
-    assert list(out[S.GROUNDING_PROMPT]) == ["running shoe.", "sunglasses.", "running shoe.", "sunglasses.",
-                                             "running shoe."]
+    assert list(out[S.GROUNDING_PROMPT]) == [
+        "running shoe.",
+        "sunglasses.",
+        "running shoe.",
+        "sunglasses.",
+        "running shoe.",
+    ]
 
 
 def test_prompt_groups_are_split_into_sub_batches(paths, real_detector):
     images = [product_image(90, 120, (20, 20, 100, 80), seed=i) for i in range(5)]
     counting = CountingDetector(real_detector)
     GroundingStage(tiny_config(paths, "stages.grounding.batch_size=2"), detector=counting)(
-        grounding_batch(images, ["wristwatch"] * 5))
+        grounding_batch(images, ["wristwatch"] * 5)
+    )
     assert counting.calls == [("wristwatch.", 2), ("wristwatch.", 2), ("wristwatch.", 1)]
 
 
 def test_real_tiny_detector_end_to_end(paths):
-    images = [product_image(120, 160, (20, 30, 100, 90), seed=1),
-              product_image(200, 90, (5, 5, 80, 150), seed=2),
-              product_image(64, 64, (8, 8, 56, 56), seed=3)]
+    images = [
+        product_image(120, 160, (20, 30, 100, 90), seed=1),
+        product_image(200, 90, (5, 5, 80, 150), seed=2),
+        product_image(64, 64, (8, 8, 56, 56), seed=3),
+    ]
     stage = GroundingStage(tiny_config(paths, "models.detector.min_box_frac=0.01"))
     titles = ["x", "Blue Ceramic Mug 12oz", "y"]
     out = stage(grounding_batch(images, ["table lamp", None, "coffee mug"], titles))

@@ -1,4 +1,5 @@
 """Deletion vectors and change data feed as config: what each reader makes of the embeddings table, and switching them."""
+
 from __future__ import annotations
 
 import glob
@@ -9,7 +10,7 @@ import pytest
 
 from benchmarks.delta_bench import synthetic_rows
 from vlclip_core.config import WarehouseConfig
-from vlclip_core.tables import Tables, merge_embeddings
+from vlclip_core.warehouse.tables import Tables, merge_embeddings
 
 VERSION = "features-v1"
 ITEM_IDS = [f"SKU-{i:03d}" for i in range(6)]
@@ -41,7 +42,9 @@ def delta_rs(tables: Tables):
 def test_defaults_give_deletion_vectors_and_the_change_feed(dv_table):
     props = dv_table.properties("embeddings")
     assert props["delta.enableDeletionVectors"] == "true" and props["delta.enableChangeDataFeed"] == "true"
-    assert glob.glob(os.path.join(dv_table.location("embeddings"), "**", "deletion_vector_*.bin"), recursive=True)
+    assert glob.glob(
+        os.path.join(dv_table.location("embeddings"), "**", "deletion_vector_*.bin"), recursive=True
+    )
 
 
 def test_recommended_readers_read_the_dv_table_exactly(dv_table):
@@ -49,8 +52,12 @@ def test_recommended_readers_read_the_dv_table_exactly(dv_table):
     from deltalake import QueryBuilder
 
     table = delta_rs(dv_table)
-    rows = pa.table(QueryBuilder().register("e", table).execute(
-        "SELECT item_id, content_hash, model_version FROM e").read_all()).to_pylist()
+    rows = pa.table(
+        QueryBuilder()
+        .register("e", table)
+        .execute("SELECT item_id, content_hash, model_version FROM e")
+        .read_all()
+    ).to_pylist()
     assert sorted((r["item_id"], r["content_hash"]) for r in rows) == EXPECTED
     assert {r["model_version"] for r in rows} == {VERSION}
     frame = pl.read_delta(dv_table.location("embeddings")).select("item_id", "content_hash")
@@ -65,7 +72,9 @@ def test_to_pyarrow_table_refuses_the_dv_table(dv_table):
 
 
 def test_turning_deletion_vectors_off_drops_the_feature_and_keeps_the_rows(spark, dv_table):
-    off = Tables(spark, WarehouseConfig(path=dv_table.cfg.path, deletion_vectors=False, change_data_feed=False))
+    off = Tables(
+        spark, WarehouseConfig(path=dv_table.cfg.path, deletion_vectors=False, change_data_feed=False)
+    )
     off.ensure("embeddings")
     table = delta_rs(off)
     assert "deletionVectors" not in (table.protocol().reader_features or [])

@@ -1,8 +1,9 @@
 """A run's thresholds: which failure and fallback shares breach job.thresholds."""
+
 from __future__ import annotations
 
 from vlclip_core.config import load_config
-from vlclip_core.thresholds import breaches
+from vlclip_core.run.thresholds import breaches
 
 
 def _thresholds(*overrides):
@@ -16,16 +17,23 @@ def test_a_clean_run_breaches_nothing():
 
 def test_each_stage_and_all_stages_together_are_checked():
     outcomes = {"embedded": 10, "failed_grounding": 6, "failed_clip": 5, "failed_catalog": 30}
-    assert breaches(_thresholds(), 51, 21, outcomes) == ["failed at any: 11/21 (52%) > 50%",
-                                                         "failed at catalog: 30/51 (59%) > 50%"]
+    assert breaches(_thresholds(), 51, 21, outcomes) == [
+        "failed at any: 11/21 (52%) > 50%",
+        "failed at catalog: 30/51 (59%) > 50%",
+    ]
     found = breaches(_thresholds("job.thresholds.max_failed.grounding=0.25"), 51, 21, outcomes)
-    assert found == ["failed at grounding: 6/21 (29%) > 25%", "failed at any: 11/21 (52%) > 50%",
-                     "failed at catalog: 30/51 (59%) > 50%"]
+    assert found == [
+        "failed at grounding: 6/21 (29%) > 25%",
+        "failed at any: 11/21 (52%) > 50%",
+        "failed at catalog: 30/51 (59%) > 50%",
+    ]
 
 
 def test_fallback_shares_are_of_the_embedded_items():
     outcomes = {"embedded": 20, "embedded_ungrounded": 15, "embedded_text_fallback": 4}
-    cfg = _thresholds("job.thresholds.max_fallback.grounding=0.7", "job.thresholds.max_fallback.enrichment=0.2")
+    cfg = _thresholds(
+        "job.thresholds.max_fallback.grounding=0.7", "job.thresholds.max_fallback.enrichment=0.2"
+    )
     assert breaches(cfg, 20, 20, outcomes) == ["grounding fallback: 15/20 (75%) > 70%"]
 
 
@@ -33,4 +41,6 @@ def test_small_runs_get_no_verdict():
     outcomes = {"embedded": 0, "failed_decode": 9}
     assert breaches(_thresholds(), 9, 9, outcomes) == []
     assert breaches(_thresholds("job.thresholds.min_items=1"), 9, 9, outcomes) == [
-        "failed at decode: 9/9 (100%) > 50%", "failed at any: 9/9 (100%) > 50%"]
+        "failed at decode: 9/9 (100%) > 50%",
+        "failed at any: 9/9 (100%) > 50%",
+    ]

@@ -1,4 +1,5 @@
 """Fine-tuning and evaluation end to end: embedding run -> pairs -> Ray Train -> checkpoint -> embed + evaluate."""
+
 from __future__ import annotations
 
 import json
@@ -11,18 +12,25 @@ import time
 import numpy as np
 import pytest
 import torch
-
 from job_helpers import REPO, TEST_ITEMS, job_overrides
+
 from vlclip_core import schema as S
 from vlclip_core.config import load_config
-from vlclip_core.job import run_job
-from vlclip_core.tables import Tables
+from vlclip_core.run.job import run_job
 from vlclip_core.train.config import load_train_config
 from vlclip_core.train.pairs import table_version
+from vlclip_core.warehouse.tables import Tables
 
 pytestmark = pytest.mark.usefixtures("ray_local")
-SMALL = ("train.batch_size=8", "train.lr=0.001", "train.warmup_steps=2", "train.cpus_per_worker=0.5",
-         "data.max_side=64", "data.min_train_items=8", "evaluation.batch_size=16")
+SMALL = (
+    "train.batch_size=8",
+    "train.lr=0.001",
+    "train.warmup_steps=2",
+    "train.cpus_per_worker=0.5",
+    "data.max_side=64",
+    "data.min_train_items=8",
+    "evaluation.batch_size=16",
+)
 
 
 def train_overrides(models, catalog, warehouse, output_dir, *extra) -> tuple:
@@ -37,12 +45,23 @@ def trained(spark, tiny_models, sample_root, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("train")
     catalog, warehouse = sample_root / "catalog", root / "wh"
-    embed_report = run_job(load_config("conf/tiny.yaml", job_overrides(tiny_models, str(catalog), str(warehouse))),
-                           spark)
-    cfg = load_train_config("conf/train_tiny.yaml", train_overrides(
-        tiny_models, catalog, warehouse, root / "training", "train.steps=40", "train.checkpoint_every=20"))
-    return {"root": root, "catalog": catalog, "warehouse": warehouse, "embed": embed_report, "cfg": cfg,
-            "report": run_training(cfg, spark)}
+    embed_report = run_job(
+        load_config("conf/tiny.yaml", job_overrides(tiny_models, str(catalog), str(warehouse))), spark
+    )
+    cfg = load_train_config(
+        "conf/train_tiny.yaml",
+        train_overrides(
+            tiny_models, catalog, warehouse, root / "training", "train.steps=40", "train.checkpoint_every=20"
+        ),
+    )
+    return {
+        "root": root,
+        "catalog": catalog,
+        "warehouse": warehouse,
+        "embed": embed_report,
+        "cfg": cfg,
+        "report": run_training(cfg, spark),
+    }
 
 
 def test_loss_decreases_and_the_run_is_recorded(spark, trained):
@@ -69,13 +88,24 @@ def test_training_resumes_after_the_process_is_killed(spark, trained, tiny_model
 
     # the fixture's output directory and data: the pairs are written already, the subprocess reuses them
     out = trained["root"] / "training"
-    overrides = train_overrides(tiny_models, trained["catalog"], trained["warehouse"], out,
-                                "train.steps=200", "train.checkpoint_every=20")
+    overrides = train_overrides(
+        tiny_models,
+        trained["catalog"],
+        trained["warehouse"],
+        out,
+        "train.steps=200",
+        "train.checkpoint_every=20",
+    )
     argv = ["--config", "conf/train_tiny.yaml", "--run-id", "resume-test", "--log-level", "WARNING"]
     argv += [a for o in overrides for a in ("--set", o)]
     snapshot = out / "runs" / "resume-test" / "checkpoint_manager_snapshot.json"
-    proc = subprocess.Popen([sys.executable, "-m", "jobs.train_clip", *argv], cwd=REPO, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.train_clip", *argv],
+        cwd=REPO,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         checkpoint_dir = wait_for_checkpoint(snapshot, proc, timeout_s=600)
         os.killpg(proc.pid, signal.SIGKILL)
@@ -84,29 +114,42 @@ def test_training_resumes_after_the_process_is_killed(spark, trained, tiny_model
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    killed = torch.load(out / "runs" / "resume-test" / checkpoint_dir / "state.pt", map_location="cpu",
-                        weights_only=False)
+    killed = torch.load(
+        out / "runs" / "resume-test" / checkpoint_dir / "state.pt", map_location="cpu", weights_only=False
+    )
     assert 0 < killed["step"] < 200
 
     assert main(argv) == 0
-    rows = Tables(spark, trained["cfg"].embed().warehouse).read("training_runs").where(
-        "run_id = 'resume-test'").collect()
+    rows = (
+        Tables(spark, trained["cfg"].embed().warehouse)
+        .read("training_runs")
+        .where("run_id = 'resume-test'")
+        .collect()
+    )
     assert len(rows) == 1 and rows[0].status == "succeeded" and rows[0].steps == 200
     assert rows[0].resumed_from_step >= killed["step"]  # a later checkpoint may have landed before the kill
     assert len(rows[0].losses) == 200
-    assert rows[0].losses[:killed["step"]] == pytest.approx(killed["losses"], rel=1e-6)
+    assert rows[0].losses[: killed["step"]] == pytest.approx(killed["losses"], rel=1e-6)
 
 
 def test_trained_checkpoint_loads_in_the_embedding_job(spark, trained, tiny_models):
     report = trained["report"]
-    config = load_config("conf/tiny.yaml", job_overrides(tiny_models, str(trained["catalog"]), str(trained["warehouse"]))
-                         + (f"models.clip.pretrained={report.output_checkpoint}",))
+    config = load_config(
+        "conf/tiny.yaml",
+        job_overrides(tiny_models, str(trained["catalog"]), str(trained["warehouse"]))
+        + (f"models.clip.pretrained={report.output_checkpoint}",),
+    )
     embed = run_job(config, spark)
     assert embed.status == "succeeded" and embed.model_version == report.output_model_version
     assert embed.items_embedded == TEST_ITEMS
     emb = Tables(spark, config.warehouse).read("embeddings")
-    before = {r.item_id: r.image_embedding for r in emb.where(f"model_version = '{trained['embed'].model_version}'").collect()}
-    after = {r.item_id: r.image_embedding for r in emb.where(f"model_version = '{embed.model_version}'").collect()}
+    before = {
+        r.item_id: r.image_embedding
+        for r in emb.where(f"model_version = '{trained['embed'].model_version}'").collect()
+    }
+    after = {
+        r.item_id: r.image_embedding for r in emb.where(f"model_version = '{embed.model_version}'").collect()
+    }
     assert before.keys() == after.keys()
     assert all(not np.allclose(before[k], after[k], atol=1e-3) for k in before)
     saved = torch.load(report.output_checkpoint, map_location="cpu", weights_only=True)

@@ -1,4 +1,5 @@
 """Retrieval metrics and the evaluation's relevance rules on hand-computed cases."""
+
 import math
 
 import numpy as np

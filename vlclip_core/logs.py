@@ -1,4 +1,5 @@
 """Logging set-up shared by the entry points (library code only ever calls logging.getLogger)."""
+
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,5 @@
 """Column names and table schemas, declared once for Spark, Ray batches and the Delta tables."""
+
 from __future__ import annotations
 
 # --- the user's catalog -------------------------------------------------------------------
@@ -27,9 +28,26 @@ CACHED_TEXT = "cached_text"  # enrichment cache hit
 CACHED_ENRICHMENT_STATUS = "cached_enrichment_status"
 CACHED_ENRICHMENT_REASON = "cached_enrichment_reason"
 
-WORK_COLUMNS = (ITEM_ID, SHARD_ID, TITLE, DESCRIPTION, PRODUCT_TYPE, ATTRIBUTES_JSON, IMAGE_URI,
-                CONTENT_HASH, TEXT_HASH, CACHED_IMAGE_SHA, CACHED_PROMPT, CACHED_BOX, CACHED_SCORE, CACHED_GROUNDED,
-                CACHED_GROUNDING_REASON, CACHED_TEXT, CACHED_ENRICHMENT_STATUS, CACHED_ENRICHMENT_REASON)
+WORK_COLUMNS = (
+    ITEM_ID,
+    SHARD_ID,
+    TITLE,
+    DESCRIPTION,
+    PRODUCT_TYPE,
+    ATTRIBUTES_JSON,
+    IMAGE_URI,
+    CONTENT_HASH,
+    TEXT_HASH,
+    CACHED_IMAGE_SHA,
+    CACHED_PROMPT,
+    CACHED_BOX,
+    CACHED_SCORE,
+    CACHED_GROUNDED,
+    CACHED_GROUNDING_REASON,
+    CACHED_TEXT,
+    CACHED_ENRICHMENT_STATUS,
+    CACHED_ENRICHMENT_REASON,
+)
 
 # --- columns the Ray stages add --------------------------------------------------------------
 STATUS = "status"  # ok | error
@@ -84,7 +102,7 @@ RUNS_DDL = """
 run_id STRING NOT NULL, mode STRING, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP,
 items_seen BIGINT, items_invalid BIGINT, items_selected BIGINT, items_embedded BIGINT, items_failed BIGINT,
 items_removed BIGINT, items_skipped BIGINT, detector_calls BIGINT, llm_calls BIGINT,
-stage_seconds MAP<STRING,DOUBLE>, stage_items_per_s MAP<STRING,DOUBLE>, error_counts MAP<STRING,BIGINT>,
+phase_seconds MAP<STRING,DOUBLE>, stage_seconds MAP<STRING,DOUBLE>, stage_items_per_s MAP<STRING,DOUBLE>, error_counts MAP<STRING,BIGINT>,
 outcome_counts MAP<STRING,BIGINT>,
 config_hash STRING, model_version STRING, message STRING
 """

@@ -1,4 +1,5 @@
 """Filesystem helpers for the staging directory: local paths or any pyarrow filesystem URI (s3://, hdfs://...)."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """The three-step VL-CLIP text agent: summarise -> evaluate -> refine, output checks, catalog fallback."""
+
 from __future__ import annotations
 
 import html
@@ -10,8 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Union
 
 from vlclip_core.config import LLMConfig
+from vlclip_core.errors import ItemError
 from vlclip_core.llm.prompts import PromptSet, load_prompts
-from vlclip_core.stages.base import ItemError
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +25,9 @@ _TAG = re.compile(r"</?[A-Za-z!][^<>]{0,300}>")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _KEYWORD_SEP = re.compile(r"\s*[|;,]\s*")
 _REPEATED_WORD = re.compile(r"\b(\w+)(?:\s+\1\b)+", re.IGNORECASE)
-_LABEL = re.compile(r"^(?:here is [^:\n]{0,80}:|(?:rewritten |refined |product )?description:)\s*",
-                    re.IGNORECASE)
+_LABEL = re.compile(
+    r"^(?:here is [^:\n]{0,80}:|(?:rewritten |refined |product )?description:)\s*", re.IGNORECASE
+)
 
 
 class ChatBackend(Protocol):
@@ -96,8 +98,11 @@ class EnrichmentAgent:
         attributes = clean_attributes(item.get("attributes"))
         title = truncate_words(clean_text(item.get("title")), max(limit // 4, 1))
         budget = max(limit - len(title) - len(format_attributes(attributes)), 0)
-        fields = {"title": title, "product_type": truncate_words(clean_text(item.get("product_type")), 200),
-                  "description": truncate_words(clean_text(item.get("description")), budget)}
+        fields = {
+            "title": title,
+            "product_type": truncate_words(clean_text(item.get("product_type")), 200),
+            "description": truncate_words(clean_text(item.get("description")), budget),
+        }
         return _Work(fields=fields, attributes=attributes)
 
     def _ask(self, work: List[_Work], step: str) -> List[tuple]:
@@ -115,9 +120,13 @@ class EnrichmentAgent:
         return answered
 
     def _prompt_fields(self, w: _Work) -> Dict[str, str]:
-        return {**w.fields, "attributes": format_attributes(w.attributes) or "none", "summary": w.text,
-                "missing": "; ".join(w.feedback["missing"]) or "none",
-                "reasons": "; ".join(w.feedback["reasons"]) or "none"}
+        return {
+            **w.fields,
+            "attributes": format_attributes(w.attributes) or "none",
+            "summary": w.text,
+            "missing": "; ".join(w.feedback["missing"]) or "none",
+            "reasons": "; ".join(w.feedback["reasons"]) or "none",
+        }
 
     def _evaluate(self, work: List[_Work]) -> None:
         for w, reply in self._ask(work, "evaluate"):
@@ -129,8 +138,10 @@ class EnrichmentAgent:
             label = [] if verdict.parsed else [EVALUATION_UNPARSABLE]
             if w.first_failure is None:
                 w.first_failure = "; ".join(label + problems) or _evaluation_failure(verdict)
-            w.feedback = {"missing": verdict.missing + _missing_values(w.attributes, w.text),
-                          "reasons": label + verdict.reasons + problems}
+            w.feedback = {
+                "missing": verdict.missing + _missing_values(w.attributes, w.text),
+                "reasons": label + verdict.reasons + problems,
+            }
 
     def _finish(self, w: _Work) -> None:
         problems = self._check(w)
@@ -170,14 +181,16 @@ def _success_status(w: _Work) -> str:
 
 # --- evaluation parsing ----------------------------------------------------------------------
 
+
 def parse_evaluation(reply: str) -> Verdict:
     """The first JSON object with a "pass" key in `reply`; anything else is an unparsable failure."""
     obj = _first_json_object(reply or "")
     if obj is None or "pass" not in obj:
         return Verdict(passed=False, missing=[], reasons=[], parsed=False)
     passed = obj["pass"] is True or str(obj["pass"]).strip().lower() in ("true", "yes")
-    return Verdict(passed=passed, missing=_str_list(obj.get("missing")),
-                   reasons=_str_list(obj.get("reasons")))
+    return Verdict(
+        passed=passed, missing=_str_list(obj.get("missing")), reasons=_str_list(obj.get("reasons"))
+    )
 
 
 def _first_json_object(text: str) -> Optional[dict]:
@@ -201,6 +214,7 @@ def _str_list(value: Any) -> List[str]:
 
 # --- text cleaning, checks and the fallback ---------------------------------------------------
 
+
 def clean_text(text: Any) -> str:
     """HTML tags and entities, control characters and runs of whitespace removed."""
     if text is None:
@@ -222,7 +236,7 @@ def truncate_words(text: str, max_chars: int) -> str:
     """`text` cut to at most `max_chars`, on a word boundary when one is near."""
     if len(text) <= max_chars:
         return text
-    cut = text[:max_chars + 1]
+    cut = text[: max_chars + 1]
     space = cut.rfind(" ")
     cut = cut[:space] if space > max_chars // 2 else text[:max_chars]
     return cut.rstrip(" ,;:-")

@@ -1,4 +1,5 @@
 """LLM backend on a local transformers causal LM (hub id, directory or GGUF file), greedy and batched."""
+
 from __future__ import annotations
 
 import logging
@@ -35,8 +36,9 @@ class TransformersChatBackend:
         self.device = resolve_device(device)
         dtype = _DTYPES[config.dtype] if self.device != "cpu" else torch.float32
         kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}
-        log.info("loading LLM %s (gguf_file=%s) on %s (%s)", config.path, config.gguf_file, self.device,
-                 dtype)
+        log.info(
+            "loading LLM %s (gguf_file=%s) on %s (%s)", config.path, config.gguf_file, self.device, dtype
+        )
         self.tokenizer = AutoTokenizer.from_pretrained(config.path, **kwargs)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
@@ -53,14 +55,19 @@ class TransformersChatBackend:
         except Exception as err:  # noqa: BLE001 - isolate the failing conversation below
             if len(conversations) == 1:
                 return [err]
-            log.warning("LLM batch of %d failed (%s: %s); generating one by one",
-                        len(conversations), type(err).__name__, err)
+            log.warning(
+                "LLM batch of %d failed (%s: %s); generating one by one",
+                len(conversations),
+                type(err).__name__,
+                err,
+            )
         return [reply for c in conversations for reply in self.chat([c])]
 
     def prompt_text(self, messages: Conversation) -> str:
         if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(list(messages), tokenize=False,
-                                                      add_generation_prompt=True)
+            return self.tokenizer.apply_chat_template(
+                list(messages), tokenize=False, add_generation_prompt=True
+            )
         turns = [f"{m['role']}: {m['content']}" for m in messages]
         return "\n\n".join(turns + ["assistant:"])
 
@@ -69,9 +76,13 @@ class TransformersChatBackend:
         """Greedy continuation of each prompt, decoded without special tokens."""
         encoded = [self._bounded_ids(p) for p in prompts]
         batch = self.tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt").to(self.device)
-        output = self.model.generate(**batch, max_new_tokens=self.config.max_new_tokens, do_sample=False,
-                                     pad_token_id=self.tokenizer.pad_token_id)
-        new_tokens = output[:, batch["input_ids"].shape[1]:]
+        output = self.model.generate(
+            **batch,
+            max_new_tokens=self.config.max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        new_tokens = output[:, batch["input_ids"].shape[1] :]
         return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def _bounded_ids(self, prompt: str) -> List[int]:
@@ -90,6 +101,8 @@ class TransformersChatBackend:
         if context:
             bound = min(bound, int(context) - self.config.max_new_tokens)
         if bound <= 0:
-            raise ConfigError(f"models.llm.max_new_tokens={self.config.max_new_tokens} leaves no room in the "
-                              f"model context of {context} tokens")
+            raise ConfigError(
+                f"models.llm.max_new_tokens={self.config.max_new_tokens} leaves no room in the "
+                f"model context of {context} tokens"
+            )
         return bound

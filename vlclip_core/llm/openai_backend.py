@@ -1,4 +1,5 @@
 """LLM backend for an OpenAI-compatible /v1/chat/completions endpoint (vLLM, TGI, Ollama), bounded retries."""
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,9 @@ class OpenAIChatBackend:
         self.url = config.base_url.rstrip("/") + "/chat/completions"
         self._api_key = _read_api_key(config.api_key_env)
         self._local = threading.local()
-        self._pool = ThreadPoolExecutor(max_workers=max(1, config.max_concurrency),
-                                        thread_name_prefix="vlclip-llm")
+        self._pool = ThreadPoolExecutor(
+            max_workers=max(1, config.max_concurrency), thread_name_prefix="vlclip-llm"
+        )
 
     def chat(self, conversations: Sequence[Conversation]) -> List[Reply]:
         return list(self._pool.map(self._complete_safely, conversations))
@@ -84,29 +86,36 @@ class OpenAIChatBackend:
             except (LLMTimeoutError, LLMConnectionError, LLMHTTPError) as err:
                 if not _is_transient(err):
                     raise
-                delay = self.config.backoff_s * (2 ** attempt)
-                log.info("LLM request failed (%s); retry %d/%d in %.2fs", err.kind, attempt + 1, retries,
-                         delay)
+                delay = self.config.backoff_s * (2**attempt)
+                log.info(
+                    "LLM request failed (%s); retry %d/%d in %.2fs", err.kind, attempt + 1, retries, delay
+                )
                 time.sleep(delay)
         return self._post_once(messages)
 
     def _post_once(self, messages: Conversation) -> str:
         try:
-            response = self._session().post(self.url, json=self._payload(messages),
-                                            timeout=(self.config.timeout_s, self.config.timeout_s))
+            response = self._session().post(
+                self.url, json=self._payload(messages), timeout=(self.config.timeout_s, self.config.timeout_s)
+            )
         except requests.Timeout as err:
             raise LLMTimeoutError(f"no answer from {self.url} within {self.config.timeout_s}s") from err
         except requests.RequestException as err:
             raise LLMConnectionError(f"cannot reach {self.url}: {type(err).__name__}") from err
         if response.status_code >= 400:
-            raise LLMHTTPError(response.status_code, f"{self.url} answered HTTP {response.status_code}: "
-                                                     f"{self._scrub(response.text[:200])}")
+            raise LLMHTTPError(
+                response.status_code,
+                f"{self.url} answered HTTP {response.status_code}: {self._scrub(response.text[:200])}",
+            )
         return _completion_text(response, self.url)
 
     def _payload(self, messages: Conversation) -> dict:
-        return {"model": self.config.model, "messages": list(messages),
-                "temperature": self.config.temperature,
-                "max_tokens": self.config.max_new_tokens}
+        return {
+            "model": self.config.model,
+            "messages": list(messages),
+            "temperature": self.config.temperature,
+            "max_tokens": self.config.max_new_tokens,
+        }
 
     def _session(self) -> requests.Session:
         session = getattr(self._local, "session", None)
@@ -126,8 +135,9 @@ def _read_api_key(env_name: Optional[str]) -> Optional[str]:
         return None
     key = os.environ.get(env_name)
     if not key:
-        raise ConfigError(f"models.llm.api_key_env names {env_name!r}, "
-                          "but that environment variable is not set")
+        raise ConfigError(
+            f"models.llm.api_key_env names {env_name!r}, but that environment variable is not set"
+        )
     return key
 
 
@@ -141,8 +151,9 @@ def _completion_text(response: requests.Response, url: str) -> str:
     try:
         body = response.json()
     except ValueError as err:
-        raise LLMResponseError(f"{url} answered HTTP {response.status_code} with a body that is not JSON") \
-            from err
+        raise LLMResponseError(
+            f"{url} answered HTTP {response.status_code} with a body that is not JSON"
+        ) from err
     try:
         content = body["choices"][0]["message"]["content"]
     except (KeyError, IndexError, TypeError) as err:

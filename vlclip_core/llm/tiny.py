@@ -1,4 +1,5 @@
 """A tiny offline chat LLM (Llama, seeded random weights, BPE tokenizer from built-in words) for tests."""
+
 from __future__ import annotations
 
 import logging
@@ -34,8 +35,9 @@ def build_tiny_llm(out_dir: str, seed: int = 0) -> str:
     model = _tiny_model(tokenizer, seed)
     tokenizer.save_pretrained(path)
     model.save_pretrained(path)
-    log.info("tiny LLM (%d parameters, vocabulary %d) saved to %s", model.num_parameters(), len(tokenizer),
-             path)
+    log.info(
+        "tiny LLM (%d parameters, vocabulary %d) saved to %s", model.num_parameters(), len(tokenizer), path
+    )
     return path
 
 
@@ -45,11 +47,13 @@ def build_tiny_tokenizer() -> PreTrainedTokenizerFast:
     bpe.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="first")
     bpe.decoder = decoders.Metaspace(prepend_scheme="first")
     alphabet = [c for c in string.printable if c not in " \t\r\x0b\x0c"]
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet,
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=512, special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet, show_progress=False
+    )
     bpe.train_from_iterator(_corpus(), trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>",
-                                        eos_token="</s>", unk_token="<unk>")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
     tokenizer.chat_template = CHAT_TEMPLATE
     return tokenizer
 
@@ -61,10 +65,17 @@ def _corpus() -> list:
 
 def _tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausalLM:
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=True,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -1,4 +1,5 @@
 """open_clip loader and batched image/text encoders returning L2-normalised float32 embeddings."""
+
 from __future__ import annotations
 
 import contextlib
@@ -37,9 +38,14 @@ class ImagePreprocess:
         cfg = open_clip.get_model_preprocess_cfg(model)
         size = cfg["size"]
         size = (size, size) if isinstance(size, int) else tuple(size)
-        return cls(size=size, mean=_triple(cfg["mean"]), std=_triple(cfg["std"]),
-                   interpolation=cfg.get("interpolation", "bicubic"),
-                   resize_mode=cfg.get("resize_mode", "shortest"), fill_color=int(cfg.get("fill_color", 0)))
+        return cls(
+            size=size,
+            mean=_triple(cfg["mean"]),
+            std=_triple(cfg["std"]),
+            interpolation=cfg.get("interpolation", "bicubic"),
+            resize_mode=cfg.get("resize_mode", "shortest"),
+            fill_color=int(cfg.get("fill_color", 0)),
+        )
 
     def __call__(self, images: Sequence[np.ndarray]) -> torch.Tensor:
         """(n, 3, H, W) float32 model input from (h, w, 3) uint8 arrays; equal shapes are resized together."""
@@ -112,10 +118,13 @@ def load_clip(cfg: ClipConfig, device: str = "auto") -> ClipEncoder:
     _check_model_name(cfg.model_name)
     try:
         model, _, _ = open_clip.create_model_and_transforms(
-            cfg.model_name, pretrained=cfg.pretrained or None, device=torch_device)
+            cfg.model_name, pretrained=cfg.pretrained or None, device=torch_device
+        )
     except Exception as err:
-        raise RuntimeError(f"cannot load CLIP model {cfg.model_name!r} with pretrained={cfg.pretrained!r}: "
-                           f"{type(err).__name__}: {err}") from err
+        raise RuntimeError(
+            f"cannot load CLIP model {cfg.model_name!r} with pretrained={cfg.pretrained!r}: "
+            f"{type(err).__name__}: {err}"
+        ) from err
     tokenizer = open_clip.get_tokenizer(cfg.model_name)
     log.info("loaded CLIP %s (%s) on %s", cfg.model_name, cfg.pretrained or "random weights", torch_device)
     return ClipEncoder(model, tokenizer, torch_device, torch_dtype(cfg.precision, torch_device))
@@ -135,8 +144,10 @@ def _check_model_name(name: str) -> None:
     if ":" in name:  # hf-hub: / local-dir: schemas carry their own config
         return
     if open_clip.get_model_config(name.replace("/", "-")) is None:
-        raise ConfigError(f"models.clip.model_name {name!r} is not a known open_clip architecture "
-                          f"(set models.clip.config_dir for custom ones)")
+        raise ConfigError(
+            f"models.clip.model_name {name!r} is not a known open_clip architecture "
+            f"(set models.clip.config_dir for custom ones)"
+        )
 
 
 def _unit_rows(features: torch.Tensor) -> np.ndarray:

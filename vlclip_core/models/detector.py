@@ -1,4 +1,5 @@
 """Open-vocabulary detector loader (Grounding DINO or OWLv2 through transformers) and batched detection."""
+
 from __future__ import annotations
 
 import logging
@@ -23,8 +24,16 @@ class Candidate(NamedTuple):
 class Detector:
     """A transformers zero-shot detector with its processor; `detect` runs one prompt over a batch."""
 
-    def __init__(self, kind: str, processor, model, device: torch.device, dtype: torch.dtype,
-                 box_threshold: float, text_threshold: float):
+    def __init__(
+        self,
+        kind: str,
+        processor,
+        model,
+        device: torch.device,
+        dtype: torch.dtype,
+        box_threshold: float,
+        text_threshold: float,
+    ):
         self.kind = kind
         self.processor = processor
         self.model = model.eval()
@@ -53,12 +62,18 @@ class Detector:
     def _inputs(self, images: list, prompt: str) -> dict:
         if self.kind == "owlv2":
             queries = [q.strip() for q in prompt.split(".") if q.strip()] or [prompt]
-            inputs = self.processor(text=[queries] * len(images), images=images, return_tensors="pt",
-                                    truncation=True)
+            inputs = self.processor(
+                text=[queries] * len(images), images=images, return_tensors="pt", truncation=True
+            )
         else:
             max_len = getattr(self.model.config, "max_text_len", 256)
-            inputs = self.processor(images=images, text=[prompt] * len(images), return_tensors="pt",
-                                    truncation=True, max_length=max_len)
+            inputs = self.processor(
+                images=images,
+                text=[prompt] * len(images),
+                return_tensors="pt",
+                truncation=True,
+                max_length=max_len,
+            )
         inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         return inputs
@@ -66,10 +81,15 @@ class Detector:
     def _post_process(self, outputs, inputs: dict, sizes: list) -> list:
         if self.kind == "owlv2":
             return self.processor.image_processor.post_process_object_detection(
-                outputs, threshold=self.box_threshold, target_sizes=sizes)
+                outputs, threshold=self.box_threshold, target_sizes=sizes
+            )
         return self.processor.post_process_grounded_object_detection(
-            outputs, input_ids=inputs["input_ids"], threshold=self.box_threshold,
-            text_threshold=self.text_threshold, target_sizes=sizes)
+            outputs,
+            input_ids=inputs["input_ids"],
+            threshold=self.box_threshold,
+            text_threshold=self.text_threshold,
+            target_sizes=sizes,
+        )
 
 
 def load_detector(cfg: DetectorConfig, device: str = "auto") -> Detector:
@@ -86,15 +106,24 @@ def load_detector(cfg: DetectorConfig, device: str = "auto") -> Detector:
     except (OSError, ValueError) as err:
         raise RuntimeError(f"cannot load detector {cfg.kind} from {cfg.path!r}: {err}") from err
     log.info("loaded detector %s from %s on %s (%s)", cfg.kind, cfg.path, torch_device, dtype)
-    return Detector(cfg.kind, processor, model.to(torch_device), torch_device, dtype,
-                    cfg.box_threshold, cfg.text_threshold)
+    return Detector(
+        cfg.kind,
+        processor,
+        model.to(torch_device),
+        torch_device,
+        dtype,
+        cfg.box_threshold,
+        cfg.text_threshold,
+    )
 
 
 def _classes(kind: str) -> tuple:
     if kind == "owlv2":
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
+
         return Owlv2Processor, Owlv2ForObjectDetection
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+
     return AutoProcessor, AutoModelForZeroShotObjectDetection
 
 

@@ -1,4 +1,5 @@
 """Torch device and dtype choice from configuration names."""
+
 from __future__ import annotations
 
 import torch
@@ -6,9 +7,12 @@ import torch
 from vlclip_core.config import ConfigError
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "float16": torch.float16, "fp16": torch.float16,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 

@@ -1,4 +1,5 @@
 """Tiny offline models with seeded random weights, saved where the real loaders load them from."""
+
 from __future__ import annotations
 
 import contextlib
@@ -44,6 +45,7 @@ def build_tiny_clip(out_dir: str, seed: int = 0) -> Dict[str, str]:
 def save_seeded_clip(out_dir: str, name: str, architecture: dict, seed: int) -> Dict[str, str]:
     """Register open_clip architecture `name`, build it with seeded weights and save it under <out_dir>/clip."""
     import open_clip
+
     from vlclip_core.models.clip import register_config_dir
 
     clip_dir = os.path.join(out_dir, "clip")
@@ -60,8 +62,12 @@ def save_seeded_clip(out_dir: str, name: str, architecture: dict, seed: int) -> 
 
 def build_tiny_detector(out_dir: str, seed: int = 0) -> str:
     """Write a tiny Grounding DINO (model + processor) to <out_dir>/detector and return that directory."""
-    from transformers import (BertTokenizerFast, GroundingDinoForObjectDetection, GroundingDinoImageProcessor,
-                              GroundingDinoProcessor)
+    from transformers import (
+        BertTokenizerFast,
+        GroundingDinoForObjectDetection,
+        GroundingDinoImageProcessor,
+        GroundingDinoProcessor,
+    )
 
     det_dir = os.path.join(out_dir, "detector")
     tokenizer = BertTokenizerFast(vocab=tiny_bert_vocab())
@@ -76,8 +82,13 @@ def build_tiny_detector(out_dir: str, seed: int = 0) -> str:
 def build_tiny_owlv2(out_dir: str, seed: int = 0) -> str:
     """Write a tiny OWLv2 (model + processor, byte-level CLIP BPE without merges) to <out_dir>/owlv2."""
     from open_clip.tokenizer import bytes_to_unicode
-    from transformers import (CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor,
-                              Owlv2Processor)
+    from transformers import (
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+    )
 
     owl_dir = os.path.join(out_dir, "owlv2")
     chars = list(bytes_to_unicode().values())
@@ -87,11 +98,25 @@ def build_tiny_owlv2(out_dir: str, seed: int = 0) -> str:
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
     image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
     Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(owl_dir)
-    text = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                num_attention_heads=2, max_position_embeddings=16, bos_token_id=len(vocab) - 2,
-                eos_token_id=len(vocab) - 1, pad_token_id=len(vocab) - 1)
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                  image_size=64, patch_size=16)
+    text = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        bos_token_id=len(vocab) - 2,
+        eos_token_id=len(vocab) - 1,
+        pad_token_id=len(vocab) - 1,
+    )
+    vision = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=16,
+    )
     with _seeded(seed):
         config = Owlv2Config(text_config=text, vision_config=vision, projection_dim=32)
         model = Owlv2ForObjectDetection(config)
@@ -114,9 +139,13 @@ def build_tiny_models(out_dir: str, seed: int = 0) -> Dict[str, str]:
     from vlclip_core.llm.tiny import build_tiny_llm
 
     clip = build_tiny_clip(out_dir, seed)
-    paths = {"clip_model_name": clip["model_name"], "clip_config_dir": clip["config_dir"],
-             "clip_checkpoint": clip["checkpoint"], "detector": build_tiny_detector(out_dir, seed),
-             "llm": build_tiny_llm(out_dir, seed)}
+    paths = {
+        "clip_model_name": clip["model_name"],
+        "clip_config_dir": clip["config_dir"],
+        "clip_checkpoint": clip["checkpoint"],
+        "detector": build_tiny_detector(out_dir, seed),
+        "llm": build_tiny_llm(out_dir, seed),
+    }
     with open(ready, "w", encoding="utf-8") as fh:
         json.dump({"seed": seed, "paths": paths}, fh, indent=2, sort_keys=True)
     log.info("built tiny models (seed %d) in %s", seed, out_dir)
@@ -125,10 +154,13 @@ def build_tiny_models(out_dir: str, seed: int = 0) -> Dict[str, str]:
 
 def tiny_overrides(paths: Dict[str, str]) -> tuple:
     """`key=value` config overrides that point models.* at the output of `build_tiny_models`."""
-    overrides = (f"models.clip.model_name={paths['clip_model_name']}",
-                 f"models.clip.config_dir={paths['clip_config_dir']}",
-                 f"models.clip.pretrained={paths['clip_checkpoint']}",
-                 "models.detector.kind=grounding_dino", f"models.detector.path={paths['detector']}")
+    overrides = (
+        f"models.clip.model_name={paths['clip_model_name']}",
+        f"models.clip.config_dir={paths['clip_config_dir']}",
+        f"models.clip.pretrained={paths['clip_checkpoint']}",
+        "models.detector.kind=grounding_dino",
+        f"models.detector.path={paths['detector']}",
+    )
     return overrides + ((f"models.llm.path={paths['llm']}",) if paths.get("llm") else ())
 
 
@@ -142,7 +174,7 @@ def tiny_bert_vocab() -> Dict[str, int]:
 
 def sample_catalog_words() -> list:
     """Lower-cased words of the sample catalog's product names, adjectives, keywords, materials and brands."""
-    from vlclip_core.sample_catalog import BRANDS, PRODUCTS
+    from vlclip_core.tools.sample_catalog import BRANDS, PRODUCTS
 
     texts = list(BRANDS)
     for spec in PRODUCTS.values():
@@ -153,14 +185,38 @@ def sample_catalog_words() -> list:
 def _tiny_grounding_dino_config(vocab_size: int):
     from transformers import BertConfig, GroundingDinoConfig, SwinConfig
 
-    backbone = SwinConfig(image_size=128, patch_size=4, embed_dim=16, depths=[1, 1, 1, 1],
-                          num_heads=[1, 1, 2, 2], window_size=4, out_features=["stage2", "stage3", "stage4"])
-    text = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      intermediate_size=64, max_position_embeddings=128)
-    return GroundingDinoConfig(backbone_config=backbone, text_config=text, d_model=32, num_queries=30,
-                               encoder_layers=1, decoder_layers=2, encoder_ffn_dim=64, decoder_ffn_dim=64,
-                               encoder_attention_heads=2, decoder_attention_heads=2, encoder_n_points=2,
-                               decoder_n_points=2, max_text_len=128)
+    backbone = SwinConfig(
+        image_size=128,
+        patch_size=4,
+        embed_dim=16,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 2, 2],
+        window_size=4,
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    text = BertConfig(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+    )
+    return GroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        d_model=32,
+        num_queries=30,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_n_points=2,
+        decoder_n_points=2,
+        max_text_len=128,
+    )
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
 """CLIP stage: embed each grounded crop and enriched text with open_clip and fuse them into one embedding."""
+
 from __future__ import annotations
 
 import logging
@@ -7,8 +8,10 @@ from typing import List
 import numpy as np
 
 from vlclip_core import schema as S
+from vlclip_core.batch import Batch
 from vlclip_core.config import VlclipConfig
-from vlclip_core.stages.base import Batch, BatchStage, ItemError
+from vlclip_core.errors import ItemError
+from vlclip_core.stages.base import BatchStage
 from vlclip_core.stages.grounding import clear_rows, image_from_row, prepare_rows
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ class ClipStage(BatchStage):
         clip_cfg = config.models.clip
         if encoder is None:
             from vlclip_core.models.clip import load_clip
+
             encoder = load_clip(clip_cfg, config.models.device)
         self.encoder = encoder
         self.dim: int = int(encoder.dim)
@@ -43,12 +47,18 @@ class ClipStage(BatchStage):
         self.text_weight = clip_cfg.text_weight
 
     def new_outputs(self, n: int) -> Batch:
-        return {col: np.full((n, self.dim), np.nan, dtype=np.float32)
-                for col in (S.IMAGE_EMBEDDING, S.TEXT_EMBEDDING, S.EMBEDDING)}
+        return {
+            col: np.full((n, self.dim), np.nan, dtype=np.float32)
+            for col in (S.IMAGE_EMBEDDING, S.TEXT_EMBEDDING, S.EMBEDDING)
+        }
 
     def process(self, batch: Batch, idx: np.ndarray, out: Batch) -> None:
-        inputs = prepare_rows(batch, idx, self.name,
-                              lambda r: (image_from_row(batch, r, S.CROP_RGB, S.CROP_HW), _text(batch, r)))
+        inputs = prepare_rows(
+            batch,
+            idx,
+            self.name,
+            lambda r: (image_from_row(batch, r, S.CROP_RGB, S.CROP_HW), _text(batch, r)),
+        )
         rows = list(inputs)
         if not rows:
             return
@@ -62,7 +72,7 @@ class ClipStage(BatchStage):
         clear_rows(batch, S.CROP_RGB, rows)
 
     def _in_chunks(self, encode, items: List) -> np.ndarray:
-        parts = [encode(items[i:i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
+        parts = [encode(items[i : i + self.batch_size]) for i in range(0, len(items), self.batch_size)]
         return np.concatenate(parts, axis=0).astype(np.float32, copy=False)
 
 

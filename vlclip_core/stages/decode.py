@@ -1,4 +1,5 @@
 """Decode stage: fetch each item's image through fetch.py, decode it to RGB, hash the fetched bytes."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,10 +9,12 @@ import math
 import numpy as np
 
 from vlclip_core import schema as S
+from vlclip_core.batch import Batch, mark_error, object_column
 from vlclip_core.config import VlclipConfig
-from vlclip_core.fetch import fetch_bytes, redact_uri
-from vlclip_core.images import decode_image
-from vlclip_core.stages.base import Batch, BatchStage, ItemError, mark_error, object_column
+from vlclip_core.errors import ItemError
+from vlclip_core.images.codec import decode_image
+from vlclip_core.images.fetch import fetch_bytes, redact_uri
+from vlclip_core.stages.base import BatchStage
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +34,11 @@ class DecodeStage(BatchStage):
         self.cfg = config.images
 
     def new_outputs(self, n: int) -> Batch:
-        return {S.IMAGE_SHA: object_column(n), S.IMAGE_RGB: object_column(n),
-                S.IMAGE_HW: np.zeros((n, 2), dtype=np.int32)}
+        return {
+            S.IMAGE_SHA: object_column(n),
+            S.IMAGE_RGB: object_column(n),
+            S.IMAGE_HW: np.zeros((n, 2), dtype=np.int32),
+        }
 
     def process(self, batch: Batch, idx: np.ndarray, out: Batch) -> None:
         for row in idx:

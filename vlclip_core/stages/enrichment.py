@@ -1,4 +1,5 @@
 """Enrichment stage: the LLM agent rewrites each item's catalog text, unless the enrichment cache has it."""
+
 from __future__ import annotations
 
 import json
@@ -9,9 +10,11 @@ from typing import Any, Dict, List, Tuple
 import numpy as np
 
 from vlclip_core import schema as S
+from vlclip_core.batch import Batch, mark_error, object_column
 from vlclip_core.config import VlclipConfig
+from vlclip_core.errors import ItemError
 from vlclip_core.llm.agent import ChatBackend, EnrichmentAgent, EnrichmentResult, clean_text
-from vlclip_core.stages.base import Batch, BatchStage, ItemError, mark_error, object_column
+from vlclip_core.stages.base import BatchStage
 
 log = logging.getLogger(__name__)
 
@@ -23,8 +26,10 @@ def build_backend(config: VlclipConfig) -> ChatBackend:
     llm = config.models.llm
     if llm.backend == "openai":
         from vlclip_core.llm.openai_backend import OpenAIChatBackend
+
         return OpenAIChatBackend(llm)
     from vlclip_core.llm.local_backend import TransformersChatBackend
+
     return TransformersChatBackend(llm, device=config.models.device)
 
 
@@ -33,8 +38,16 @@ class EnrichmentStage(BatchStage):
     stages.enrichment.batch_size."""
 
     name = "enrichment"
-    inputs = (S.ITEM_ID, S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON,
-              S.CACHED_TEXT, S.CACHED_ENRICHMENT_STATUS, S.CACHED_ENRICHMENT_REASON)
+    inputs = (
+        S.ITEM_ID,
+        S.TITLE,
+        S.DESCRIPTION,
+        S.PRODUCT_TYPE,
+        S.ATTRIBUTES_JSON,
+        S.CACHED_TEXT,
+        S.CACHED_ENRICHMENT_STATUS,
+        S.CACHED_ENRICHMENT_REASON,
+    )
 
     def __init__(self, config: VlclipConfig):
         self.batch_size = config.stages.enrichment.batch_size
@@ -59,7 +72,7 @@ class EnrichmentStage(BatchStage):
                 errors.append((int(row), err))
         log.debug("enrichment: %d rows, %d cache misses, %d bad items", idx.size, len(misses), len(errors))
         for start in range(0, len(misses), self.batch_size):
-            errors += self._enrich(misses[start:start + self.batch_size], out)
+            errors += self._enrich(misses[start : start + self.batch_size], out)
         for row, err in errors:
             mark_error(batch, row, self.name, err.error_type, err.message)
 
@@ -79,8 +92,12 @@ def item_of(batch: Batch, row: int) -> Dict[str, Any]:
     title, description = _text(batch[S.TITLE][row]), _text(batch[S.DESCRIPTION][row])
     if not clean_text(title) and not clean_text(description):
         raise ItemError("empty_text", "item has neither a title nor a description")
-    return {"title": title, "description": description, "product_type": _text(batch[S.PRODUCT_TYPE][row]),
-            "attributes": parse_attributes(batch[S.ATTRIBUTES_JSON][row])}
+    return {
+        "title": title,
+        "description": description,
+        "product_type": _text(batch[S.PRODUCT_TYPE][row]),
+        "attributes": parse_attributes(batch[S.ATTRIBUTES_JSON][row]),
+    }
 
 
 def parse_attributes(raw: Any) -> Dict[str, Any]:
@@ -91,8 +108,9 @@ def parse_attributes(raw: Any) -> Dict[str, Any]:
     except (TypeError, ValueError) as err:
         raise ItemError("bad_attributes", f"attributes_json is not valid JSON: {str(raw)[:100]!r}") from err
     if not isinstance(attributes, dict):
-        raise ItemError("bad_attributes",
-                        f"attributes_json must be a JSON object, got {type(attributes).__name__}")
+        raise ItemError(
+            "bad_attributes", f"attributes_json must be a JSON object, got {type(attributes).__name__}"
+        )
     return attributes
 
 

@@ -1,4 +1,5 @@
 """Grounding stage: find the product's box with the open-vocabulary detector (or the cache) and crop it."""
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from vlclip_core import schema as S
+from vlclip_core.batch import Batch, mark_error
 from vlclip_core.config import DetectorConfig, VlclipConfig, check_prompt_template
+from vlclip_core.errors import ItemError
 from vlclip_core.models.detector import Candidate
-from vlclip_core.stages.base import Batch, BatchStage, ItemError, mark_error
+from vlclip_core.stages.base import BatchStage
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +70,13 @@ def choose_box(candidates: Sequence[Candidate], min_box_frac: float) -> Groundin
     if not acceptable:
         return Grounding(WHOLE_IMAGE, math.nan, False, BOX_TOO_SMALL, S.SOURCE_MODEL)
     best = min(acceptable, key=lambda i: (-candidates[i].score, -areas[i], i))
-    return Grounding(tuple(float(v) for v in candidates[best].box), float(candidates[best].score), True, None,
-                     S.SOURCE_MODEL)
+    return Grounding(
+        tuple(float(v) for v in candidates[best].box),
+        float(candidates[best].score),
+        True,
+        None,
+        S.SOURCE_MODEL,
+    )
 
 
 def box_area(box: Sequence[float]) -> float:
@@ -92,8 +100,9 @@ def _span(lo: float, hi: float, size: int, margin: float) -> tuple:
     return start, stop
 
 
-def image_from_row(batch: Batch, row: int, rgb_col: str = S.IMAGE_RGB,
-                   hw_col: str = S.IMAGE_HW) -> np.ndarray:
+def image_from_row(
+    batch: Batch, row: int, rgb_col: str = S.IMAGE_RGB, hw_col: str = S.IMAGE_HW
+) -> np.ndarray:
     """The (h, w, 3) uint8 array that a row carries as raw bytes plus its (h, w)."""
     data = batch[rgb_col][row]
     if data is None:
@@ -114,8 +123,20 @@ class GroundingStage(BatchStage):
     """
 
     name = "grounding"
-    inputs = (S.ITEM_ID, S.PRODUCT_TYPE, S.TITLE, S.IMAGE_RGB, S.IMAGE_HW, S.IMAGE_SHA, S.CACHED_IMAGE_SHA,
-              S.CACHED_PROMPT, S.CACHED_BOX, S.CACHED_SCORE, S.CACHED_GROUNDED, S.CACHED_GROUNDING_REASON)
+    inputs = (
+        S.ITEM_ID,
+        S.PRODUCT_TYPE,
+        S.TITLE,
+        S.IMAGE_RGB,
+        S.IMAGE_HW,
+        S.IMAGE_SHA,
+        S.CACHED_IMAGE_SHA,
+        S.CACHED_PROMPT,
+        S.CACHED_BOX,
+        S.CACHED_SCORE,
+        S.CACHED_GROUNDED,
+        S.CACHED_GROUNDING_REASON,
+    )
 
     def __init__(self, config: VlclipConfig, detector=None):
         self.cfg: DetectorConfig = config.models.detector
@@ -123,20 +144,32 @@ class GroundingStage(BatchStage):
         self.batch_size = config.stages.grounding.batch_size
         if detector is None:
             from vlclip_core.models.detector import load_detector
+
             detector = load_detector(self.cfg, config.models.device)
         self.detector = detector
         self.detector_calls = 0
 
     def new_outputs(self, n: int) -> Batch:
-        return {S.GROUNDING_BOX: np.full((n, 4), np.nan, dtype=np.float32),
-                S.GROUNDING_SCORE: np.full(n, np.nan, dtype=np.float32),
-                **{col: _objects(n) for col in (S.GROUNDED, S.GROUNDING_REASON, S.GROUNDING_SOURCE,
-                                                S.GROUNDING_PROMPT, S.CROP_RGB)},
-                S.CROP_HW: np.zeros((n, 2), dtype=np.int32)}
+        return {
+            S.GROUNDING_BOX: np.full((n, 4), np.nan, dtype=np.float32),
+            S.GROUNDING_SCORE: np.full(n, np.nan, dtype=np.float32),
+            **{
+                col: _objects(n)
+                for col in (
+                    S.GROUNDED,
+                    S.GROUNDING_REASON,
+                    S.GROUNDING_SOURCE,
+                    S.GROUNDING_PROMPT,
+                    S.CROP_RGB,
+                )
+            },
+            S.CROP_HW: np.zeros((n, 2), dtype=np.int32),
+        }
 
     def process(self, batch: Batch, idx: np.ndarray, out: Batch) -> None:
-        inputs = prepare_rows(batch, idx, self.name,
-                              lambda r: (image_from_row(batch, r), self._prompt(batch, r)))
+        inputs = prepare_rows(
+            batch, idx, self.name, lambda r: (image_from_row(batch, r), self._prompt(batch, r))
+        )
         rows = list(inputs)
         images = {r: inputs[r][0] for r in rows}
         prompts = {r: inputs[r][1] for r in rows}
@@ -155,7 +188,7 @@ class GroundingStage(BatchStage):
         results = {}
         for prompt, group in _group_by_prompt(rows, prompts).items():
             for start in range(0, len(group), self.batch_size):
-                chunk = group[start:start + self.batch_size]
+                chunk = group[start : start + self.batch_size]
                 self.detector_calls += 1
                 found = self.detector.detect([images[r] for r in chunk], prompt)
                 results.update({r: choose_box(c, self.cfg.min_box_frac) for r, c in zip(chunk, found)})
@@ -200,8 +233,9 @@ def cached_grounding(batch: Batch, row: int, prompt: str) -> Optional[Grounding]
     if grounded is None or _is_nan(grounded):
         return None
     if not grounded:
-        return Grounding(WHOLE_IMAGE, math.nan, False, batch[S.CACHED_GROUNDING_REASON][row] or NO_BOX,
-                         S.SOURCE_CACHE)
+        return Grounding(
+            WHOLE_IMAGE, math.nan, False, batch[S.CACHED_GROUNDING_REASON][row] or NO_BOX, S.SOURCE_CACHE
+        )
     box = _cached_box(batch[S.CACHED_BOX][row])
     if box is None:
         return None

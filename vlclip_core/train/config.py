@@ -1,14 +1,13 @@
 """Typed configuration of the training and evaluation jobs: YAML profiles, `key=value` overrides, validation."""
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-from vlclip_core.config import ConfigError, VlclipConfig, build, load_config, read_profile
-from vlclip_core.config import _apply_override as apply_override
-from vlclip_core.config import _digest as digest  # noqa: F401 - the identity digest of datasets and runs
-from vlclip_core.config import _positive
+from vlclip_core.config import ConfigError, VlclipConfig, apply_override, build, load_config, read_profile
+from vlclip_core.config.checks import positive
 
 ABLATIONS = ("none", "no_grounding", "no_enrichment", "no_grounding_no_enrichment")
 EMBED_PREFIX = "embed."
@@ -33,8 +32,8 @@ class DataConfig:
             raise ConfigError(f"data.eval_pct must be in 1..99, got {self.eval_pct}")
         if not 0.0 <= self.crop_margin < 1.0:
             raise ConfigError(f"data.crop_margin must be in [0, 1), got {self.crop_margin}")
-        _positive("data.max_side", self.max_side)
-        _positive("data.min_train_items", self.min_train_items)
+        positive("data.max_side", self.max_side)
+        positive("data.min_train_items", self.min_train_items)
 
     @property
     def grounded(self) -> bool:
@@ -68,9 +67,16 @@ class TrainConfig:
     run_id: Optional[str] = None  # default: derived from the data and hyper-parameters (a rerun resumes)
 
     def validate(self) -> None:
-        for name in ("steps", "batch_size", "lr", "checkpoint_every", "keep_checkpoints", "num_workers",
-                     "cpus_per_worker"):
-            _positive(f"train.{name}", getattr(self, name))
+        for name in (
+            "steps",
+            "batch_size",
+            "lr",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "num_workers",
+            "cpus_per_worker",
+        ):
+            positive(f"train.{name}", getattr(self, name))
         if self.batch_size < 2:
             raise ConfigError(f"train.batch_size must be >= 2 (contrastive loss), got {self.batch_size}")
         for name in ("weight_decay", "warmup_steps", "grad_clip_norm", "torch_threads", "max_failures"):
@@ -80,8 +86,17 @@ class TrainConfig:
             raise ConfigError(f"train.precision must be one of fp32, bf16; got {self.precision!r}")
 
     def hyper_parameters(self) -> dict:
-        keys = ("steps", "batch_size", "lr", "weight_decay", "warmup_steps", "grad_clip_norm", "seed",
-                "num_workers", "precision")
+        keys = (
+            "steps",
+            "batch_size",
+            "lr",
+            "weight_decay",
+            "warmup_steps",
+            "grad_clip_norm",
+            "seed",
+            "num_workers",
+            "precision",
+        )
         return {k: getattr(self, k) for k in keys}
 
     def threads(self) -> int:
@@ -96,7 +111,7 @@ class EvalConfig:
     split: str = "eval"  # eval (held-out) | train (a sanity check of memorisation)
 
     def validate(self) -> None:
-        _positive("evaluation.batch_size", self.batch_size)
+        positive("evaluation.batch_size", self.batch_size)
         if self.split not in ("eval", "train"):
             raise ConfigError(f"evaluation.split must be one of eval, train; got {self.split!r}")
 
@@ -133,7 +148,7 @@ def load_train_config(path: Optional[str] = None, overrides: Tuple[str, ...] = (
     embed = list(raw.get("embed_overrides") or [])
     for item in overrides:
         if item.startswith(EMBED_PREFIX):
-            embed.append(item[len(EMBED_PREFIX):])
+            embed.append(item[len(EMBED_PREFIX) :])
         else:
             apply_override(raw, item)
     raw["embed_overrides"] = embed

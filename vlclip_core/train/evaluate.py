@@ -5,6 +5,7 @@ Relevance: text->image, the query item's own image among all held-out images (on
 image->image, the other held-out items of the query's product_type (the query itself is excluded from
 the gallery; queries without a product_type or without another item of their type are skipped).
 """
+
 from __future__ import annotations
 
 import logging
@@ -16,13 +17,13 @@ import numpy as np
 from vlclip_core import schema as S
 from vlclip_core.config import VlclipConfig, load_config
 from vlclip_core.models.clip import ClipEncoder, load_clip
-from vlclip_core.runs import utcnow
-from vlclip_core.spark_session import get_spark
-from vlclip_core.tables import Tables
+from vlclip_core.run.state import utcnow
 from vlclip_core.train.config import TrainJobConfig
 from vlclip_core.train.metrics import per_query, summarise
 from vlclip_core.train.pairs import IMAGE_PNG, TEXT, decode_png, prepare_pairs, read_pairs
 from vlclip_core.train.records import write_evaluations
+from vlclip_core.warehouse.spark_session import get_spark
+from vlclip_core.warehouse.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +56,39 @@ def run_evaluation(cfg: TrainJobConfig, checkpoint: Optional[str] = None, spark=
     pairs = read_pairs(dataset.path, cfg.evaluation.split)
     encoder = load_clip(embed.models.clip, embed.models.device)
     images, texts = encode_pairs(encoder, pairs, cfg.evaluation.batch_size)
-    report = EvaluationReport(embed.model_version, embed.models.clip.pretrained,
-                              f"{dataset.dataset_id}:{cfg.evaluation.split}", dataset.ablation)
-    common = {S.MODEL_VERSION: report.model_version, "eval_id": report.eval_id, "ablation": report.ablation,
-              "checkpoint": report.checkpoint, "data_version": dataset.data_version,
-              "data_model_version": dataset.data_model_version, "evaluated_at": utcnow()}
+    report = EvaluationReport(
+        embed.model_version,
+        embed.models.clip.pretrained,
+        f"{dataset.dataset_id}:{cfg.evaluation.split}",
+        dataset.ablation,
+    )
+    common = {
+        S.MODEL_VERSION: report.model_version,
+        "eval_id": report.eval_id,
+        "ablation": report.ablation,
+        "checkpoint": report.checkpoint,
+        "data_version": dataset.data_version,
+        "data_model_version": dataset.data_model_version,
+        "evaluated_at": utcnow(),
+    }
     types = np.array(pairs[S.PRODUCT_TYPE].to_pylist(), dtype=object)
     report.rows = [{**common, **row} for row in task_rows(images, texts, types)]
     write_evaluations(tables, report.rows)
-    log.info("evaluated %s on %s: %s", report.model_version, report.eval_id,
-             {r["task"]: round(r["mrr"], 4) for r in report.rows if r[S.PRODUCT_TYPE] == S.ALL_PRODUCT_TYPES})
+    log.info(
+        "evaluated %s on %s: %s",
+        report.model_version,
+        report.eval_id,
+        {r["task"]: round(r["mrr"], 4) for r in report.rows if r[S.PRODUCT_TYPE] == S.ALL_PRODUCT_TYPES},
+    )
     return report
 
 
 def evaluated_config(cfg: TrainJobConfig, checkpoint: Optional[str]) -> VlclipConfig:
     if not checkpoint:
         return cfg.embed()
-    return load_config(cfg.embed_profile, tuple(cfg.embed_overrides) + (f"models.clip.pretrained={checkpoint}",))
+    return load_config(
+        cfg.embed_profile, tuple(cfg.embed_overrides) + (f"models.clip.pretrained={checkpoint}",)
+    )
 
 
 def encode_pairs(encoder: ClipEncoder, pairs, batch_size: int):
@@ -79,16 +96,17 @@ def encode_pairs(encoder: ClipEncoder, pairs, batch_size: int):
     pngs, texts = pairs[IMAGE_PNG].to_pylist(), pairs[TEXT].to_pylist()
     image_parts, text_parts = [], []
     for start in range(0, len(pngs), batch_size):
-        image_parts.append(encoder.encode_images([decode_png(b) for b in pngs[start:start + batch_size]]))
-        text_parts.append(encoder.encode_texts(texts[start:start + batch_size]))
+        image_parts.append(encoder.encode_images([decode_png(b) for b in pngs[start : start + batch_size]]))
+        text_parts.append(encoder.encode_texts(texts[start : start + batch_size]))
     return np.concatenate(image_parts), np.concatenate(text_parts)
 
 
 def task_rows(images: np.ndarray, texts: np.ndarray, types: np.ndarray) -> List[dict]:
     """Metric rows of both tasks: overall and per product_type."""
     t2i, i2i = text_to_image(images, texts), image_to_image(images, types)
-    return (summary_rows(TEXT_TO_IMAGE, t2i, types[t2i["query"]], len(images))
-            + summary_rows(IMAGE_TO_IMAGE, i2i, types[i2i["query"]], len(images) - 1))
+    return summary_rows(TEXT_TO_IMAGE, t2i, types[t2i["query"]], len(images)) + summary_rows(
+        IMAGE_TO_IMAGE, i2i, types[i2i["query"]], len(images) - 1
+    )
 
 
 def text_to_image(images: np.ndarray, texts: np.ndarray) -> Dict[str, np.ndarray]:
@@ -119,20 +137,32 @@ def image_to_image(images: np.ndarray, types: np.ndarray) -> Dict[str, np.ndarra
 def scored(n: int, block, queries: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
     """Per-query first_rank and ndcg over `queries` (default: all n), QUERY_BLOCK queries at a time."""
     queries = np.arange(n) if queries is None else queries
-    parts = [per_query(*block(queries[i:i + QUERY_BLOCK])) for i in range(0, len(queries), QUERY_BLOCK)]
-    out = {key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0) for key in ("first_rank", "ndcg")}
+    parts = [per_query(*block(queries[i : i + QUERY_BLOCK])) for i in range(0, len(queries), QUERY_BLOCK)]
+    out = {
+        key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0)
+        for key in ("first_rank", "ndcg")
+    }
     out["query"] = queries
     return out
 
 
-def summary_rows(task: str, values: Dict[str, np.ndarray], query_types: np.ndarray, gallery: int) -> List[dict]:
+def summary_rows(
+    task: str, values: Dict[str, np.ndarray], query_types: np.ndarray, gallery: int
+) -> List[dict]:
     if not len(values["query"]):
         log.warning("%s: no query has a relevant item; no rows", task)
         return []
     groups = {S.ALL_PRODUCT_TYPES: np.ones(len(query_types), dtype=bool)}
     groups.update({str(t): query_types == t for t in sorted({t for t in query_types if t is not None})})
-    return [{"task": task, S.PRODUCT_TYPE: name, "gallery": gallery,
-             **summarise(values["first_rank"][mask], values["ndcg"][mask])} for name, mask in groups.items()]
+    return [
+        {
+            "task": task,
+            S.PRODUCT_TYPE: name,
+            "gallery": gallery,
+            **summarise(values["first_rank"][mask], values["ndcg"][mask]),
+        }
+        for name, mask in groups.items()
+    ]
 
 
 def format_comparison(reports: Dict[str, EvaluationReport]) -> str:
@@ -142,7 +172,8 @@ def format_comparison(reports: Dict[str, EvaluationReport]) -> str:
     for label, report in reports.items():
         for task in (TEXT_TO_IMAGE, IMAGE_TO_IMAGE):
             row = report.overall(task)
-            lines.append(f"{label:<12} {task:<15} {row['queries']:>7} "
-                         + " ".join(f"{row[c]:>10.4f}" for c in METRIC_COLUMNS))
+            lines.append(
+                f"{label:<12} {task:<15} {row['queries']:>7} "
+                + " ".join(f"{row[c]:>10.4f}" for c in METRIC_COLUMNS)
+            )
     return "\n".join(lines)
-

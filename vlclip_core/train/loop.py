@@ -1,4 +1,5 @@
 """The training step and the Ray Train worker loop: symmetric InfoNCE on open_clip, step checkpoints, resume."""
+
 from __future__ import annotations
 
 import contextlib
@@ -62,7 +63,7 @@ def batch_rows(step: int, n: int, batch_size: int, seed: int, rank: int = 0) -> 
     per_epoch = n // batch_size
     epoch, index = divmod(step, per_epoch)
     order = np.random.default_rng([seed, epoch, rank]).permutation(n)
-    return order[index * batch_size:(index + 1) * batch_size]
+    return order[index * batch_size : (index + 1) * batch_size]
 
 
 def seed_everything(seed: int) -> None:
@@ -77,8 +78,12 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim < 2 or "logit_scale" in name else decay).append(param)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
 
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:
@@ -96,7 +101,9 @@ def make_loss(rank: int = 0, world: int = 1):
     return ClipLoss(local_loss=False, gather_with_grad=True, cache_labels=True, rank=rank, world_size=world)
 
 
-def train_step(model, pixels, tokens, loss_fn, optimizer, scheduler, clip_norm: float, autocast=None) -> float:
+def train_step(
+    model, pixels, tokens, loss_fn, optimizer, scheduler, clip_norm: float, autocast=None
+) -> float:
     """One optimisation step on one batch; returns the loss."""
     optimizer.zero_grad(set_to_none=True)
     with autocast or contextlib.nullcontext():
@@ -130,6 +137,7 @@ def _autocast(device: torch.device, precision: str):
 
 # --- the Ray Train worker -----------------------------------------------------------------------
 
+
 def train_worker(config: dict) -> None:
     """train_loop_per_worker of the TorchTrainer: resume from Ray Train's latest checkpoint, if any."""
     import ray.train
@@ -147,23 +155,50 @@ def train_worker(config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     optimizer, scheduler = make_optimizer(model, cfg)
     start, losses = restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler)
-    run_steps(model, shard, optimizer, scheduler, spec, start, losses, make_loss(rank, world), device, rank, world)
+    run_steps(
+        model, shard, optimizer, scheduler, spec, start, losses, make_loss(rank, world), device, rank, world
+    )
 
 
-def run_steps(model, shard, optimizer, scheduler, spec: LoopSpec, start: int, losses: List[float],
-              loss_fn, device, rank: int, world: int) -> None:
+def run_steps(
+    model,
+    shard,
+    optimizer,
+    scheduler,
+    spec: LoopSpec,
+    start: int,
+    losses: List[float],
+    loss_fn,
+    device,
+    rank: int,
+    world: int,
+) -> None:
     cfg = spec.train
     autocast = _autocast(device, cfg.precision)
     marks = [(time.perf_counter(), start)]
     for step in range(start, cfg.steps):
         pixels, tokens = shard.batch(step, cfg.batch_size, cfg.seed)
-        losses.append(train_step(model, pixels.to(device), tokens.to(device), loss_fn, optimizer, scheduler,
-                                 cfg.grad_clip_norm, autocast))
+        losses.append(
+            train_step(
+                model,
+                pixels.to(device),
+                tokens.to(device),
+                loss_fn,
+                optimizer,
+                scheduler,
+                cfg.grad_clip_norm,
+                autocast,
+            )
+        )
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             marks.append((time.perf_counter(), done))
-            metrics = {"step": done, "loss": losses[-1], "resumed_from_step": start,
-                       "pairs_per_s": pairs_per_s(marks, cfg.batch_size * world)}
+            metrics = {
+                "step": done,
+                "loss": losses[-1],
+                "resumed_from_step": start,
+                "pairs_per_s": pairs_per_s(marks, cfg.batch_size * world),
+            }
             report_checkpoint(metrics, unwrap(model), optimizer, scheduler, losses, rank)
 
 
@@ -181,11 +216,22 @@ def report_checkpoint(metrics: dict, model, optimizer, scheduler, losses: List[f
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "step": metrics["step"], "losses": list(losses),
-                    "torch_rng": torch.get_rng_state()}, os.path.join(tmp, STATE_FILE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                         checkpoint_dir_name=f"checkpoint_step_{metrics['step']:08d}")
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "step": metrics["step"],
+                "losses": list(losses),
+                "torch_rng": torch.get_rng_state(),
+            },
+            os.path.join(tmp, STATE_FILE),
+        )
+        ray.train.report(
+            metrics,
+            checkpoint=ray.train.Checkpoint.from_directory(tmp),
+            checkpoint_dir_name=f"checkpoint_step_{metrics['step']:08d}",
+        )
 
 
 def restore(checkpoint, model, optimizer, scheduler):

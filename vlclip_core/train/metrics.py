@@ -10,6 +10,7 @@ Conventions (tested on hand-computed cases in tests/test_train_metrics.py):
   first relevant item. NDCG@k: DCG of the top k (gain 1 / log2(rank + 1) per relevant item) divided
   by the ideal DCG of that query (all its relevant items first).
 """
+
 from __future__ import annotations
 
 from typing import Dict, Sequence
@@ -57,7 +58,9 @@ def per_query(scores: np.ndarray, relevant: np.ndarray) -> Dict[str, np.ndarray]
 def summarise(first_rank: np.ndarray, ndcg: np.ndarray, ks: Sequence[int] = KS) -> Dict[str, float]:
     """{"hits_at_1", "hits_at_5", "hits_at_10", "mrr", "ndcg_at_10", "queries"} of a set of queries."""
     out = {f"hits_at_{k}": float(np.mean(first_rank <= k)) for k in ks}
-    out.update(mrr=float(np.mean(1.0 / first_rank)), ndcg_at_10=float(np.mean(ndcg)), queries=int(first_rank.size))
+    out.update(
+        mrr=float(np.mean(1.0 / first_rank)), ndcg_at_10=float(np.mean(ndcg)), queries=int(first_rank.size)
+    )
     return out
 
 

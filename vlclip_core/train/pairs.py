@@ -1,5 +1,6 @@
 """Spark side of training: one model_version's embeddings rows (at one Delta version) joined with the
 catalog become image/text pairs with a deterministic held-out split, written once as Parquet."""
+
 from __future__ import annotations
 
 import io
@@ -12,15 +13,15 @@ from PIL import Image
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.catalog import normalise, read_catalog
-from vlclip_core.config import ConfigError, ImageConfig, VlclipConfig
-from vlclip_core.fetch import fetch_bytes
-from vlclip_core.images import decode_image
+from vlclip_core.config import ConfigError, ImageConfig, VlclipConfig, digest
+from vlclip_core.errors import ItemError
+from vlclip_core.images.codec import decode_image
+from vlclip_core.images.fetch import fetch_bytes
 from vlclip_core.llm.agent import clean_attributes, clean_text, fallback_text
-from vlclip_core.stages.base import ItemError
+from vlclip_core.selection.catalog import normalise, read_catalog
 from vlclip_core.stages.grounding import crop_image
-from vlclip_core.tables import Tables
-from vlclip_core.train.config import DataConfig, TrainJobConfig, digest
+from vlclip_core.train.config import DataConfig, TrainJobConfig
+from vlclip_core.warehouse.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +31,10 @@ IMAGE_PNG = "image_png"
 ERROR = "error"
 TRAIN, EVAL = "train", "eval"
 MANIFEST = "manifest.json"
-PAIR_COLUMNS = f"{S.ITEM_ID} string, {S.PRODUCT_TYPE} string, {SPLIT} string, {TEXT} string, " \
-               f"{IMAGE_PNG} binary, {S.GROUNDED} boolean, {ERROR} string"
+PAIR_COLUMNS = (
+    f"{S.ITEM_ID} string, {S.PRODUCT_TYPE} string, {SPLIT} string, {TEXT} string, "
+    f"{IMAGE_PNG} binary, {S.GROUNDED} boolean, {ERROR} string"
+)
 
 
 @dataclass
@@ -52,21 +55,36 @@ def prepare_pairs(spark, cfg: TrainJobConfig, embed: VlclipConfig) -> PairsDatas
     tables = Tables(spark, embed.warehouse)
     version = table_version(spark, tables.ref("embeddings"))
     model_version = cfg.data.model_version or newest_model_version(tables)
-    identity = {"table": tables.ref("embeddings"), "version": version, "model_version": model_version,
-                "catalog": [embed.catalog.path, embed.catalog.table, embed.catalog.filter],
-                "data": asdict(cfg.data) | {"model_version": model_version}, "llm_max_chars": embed.models.llm.max_chars}
+    identity = {
+        "table": tables.ref("embeddings"),
+        "version": version,
+        "model_version": model_version,
+        "catalog": [embed.catalog.path, embed.catalog.table, embed.catalog.filter],
+        "data": asdict(cfg.data) | {"model_version": model_version},
+        "llm_max_chars": embed.models.llm.max_chars,
+    }
     dataset_id = digest(identity)[:16]
     root = storage.join(cfg.train.output_dir, "datasets", dataset_id)
     if storage.exists(storage.join(root, MANIFEST)):
         log.info("pairs dataset %s already written at %s", dataset_id, root)
         return PairsDataset(**storage.read_json(storage.join(root, MANIFEST)))
-    dataset = PairsDataset(dataset_id, storage.join(root, "pairs"), tables.ref("embeddings"), version,
-                           model_version, cfg.data.ablation)
-    write_pairs(source_rows(spark, tables, embed, version, model_version, cfg.data), embed, cfg.data, dataset.path)
+    dataset = PairsDataset(
+        dataset_id,
+        storage.join(root, "pairs"),
+        tables.ref("embeddings"),
+        version,
+        model_version,
+        cfg.data.ablation,
+    )
+    write_pairs(
+        source_rows(spark, tables, embed, version, model_version, cfg.data), embed, cfg.data, dataset.path
+    )
     dataset.counts = pair_counts(spark, dataset.path)
     _check_counts(dataset, cfg.data)
     storage.write_json(storage.join(root, MANIFEST), asdict(dataset))
-    log.info("pairs dataset %s: %s (embeddings version %d, %s)", dataset_id, dataset.counts, version, model_version)
+    log.info(
+        "pairs dataset %s: %s (embeddings version %d, %s)", dataset_id, dataset.counts, version, model_version
+    )
     return dataset
 
 
@@ -79,25 +97,37 @@ def newest_model_version(tables: Tables) -> str:
     """The model_version of the newest succeeded embedding run."""
     from pyspark.sql import functions as F
 
-    row = (tables.read("runs").where(F.col("status") == F.lit("succeeded"))
-           .orderBy(F.col("finished_at").desc()).select(S.MODEL_VERSION).first())
+    row = (
+        tables.read("runs")
+        .where(F.col("status") == F.lit("succeeded"))
+        .orderBy(F.col("finished_at").desc())
+        .select(S.MODEL_VERSION)
+        .first()
+    )
     if row is None:
-        raise ConfigError("data.model_version is unset and the runs table has no succeeded run to take it from")
+        raise ConfigError(
+            "data.model_version is unset and the runs table has no succeeded run to take it from"
+        )
     return row[S.MODEL_VERSION]
 
 
-def source_rows(spark, tables: Tables, embed: VlclipConfig, version: int, model_version: str, data: DataConfig):
+def source_rows(
+    spark, tables: Tables, embed: VlclipConfig, version: int, model_version: str, data: DataConfig
+):
     """Embeddings rows of `model_version` at `version`, with the catalog's image_uri and texts and the split."""
     from pyspark.sql import functions as F
 
-    emb = (spark.sql(f"SELECT * FROM {tables.ref('embeddings')} VERSION AS OF {int(version)}")
-           .where(F.col(S.MODEL_VERSION) == F.lit(model_version))
-           .select(S.ITEM_ID, S.PRODUCT_TYPE, S.ENRICHED_TEXT, S.GROUNDING_BOX, S.GROUNDED))
+    emb = (
+        spark.sql(f"SELECT * FROM {tables.ref('embeddings')} VERSION AS OF {int(version)}")
+        .where(F.col(S.MODEL_VERSION) == F.lit(model_version))
+        .select(S.ITEM_ID, S.PRODUCT_TYPE, S.ENRICHED_TEXT, S.GROUNDING_BOX, S.GROUNDED)
+    )
     catalog = normalise(read_catalog(spark, embed.catalog)).drop(S.PRODUCT_TYPE)
     unique_ids = catalog.groupBy(S.ITEM_ID).count().where(F.col("count") == 1).select(S.ITEM_ID)
     bucket = F.pmod(F.xxhash64(F.concat(F.lit(data.split_salt), F.col(S.ITEM_ID))), F.lit(100))
-    return (emb.join(catalog.join(unique_ids, S.ITEM_ID, "left_semi"), S.ITEM_ID)
-            .withColumn(SPLIT, F.when(bucket < data.eval_pct, F.lit(EVAL)).otherwise(F.lit(TRAIN))))
+    return emb.join(catalog.join(unique_ids, S.ITEM_ID, "left_semi"), S.ITEM_ID).withColumn(
+        SPLIT, F.when(bucket < data.eval_pct, F.lit(EVAL)).otherwise(F.lit(TRAIN))
+    )
 
 
 def write_pairs(rows, embed: VlclipConfig, data: DataConfig, path: str) -> None:
@@ -121,8 +151,15 @@ def pairs_frame(frame, images: ImageConfig, data: DataConfig, max_chars: int):
 
 
 def pair_row(row: dict, images: ImageConfig, data: DataConfig, max_chars: int) -> dict:
-    base = {S.ITEM_ID: row[S.ITEM_ID], S.PRODUCT_TYPE: row[S.PRODUCT_TYPE], SPLIT: row[SPLIT],
-            S.GROUNDED: bool(row[S.GROUNDED]) and data.grounded, TEXT: None, IMAGE_PNG: None, ERROR: None}
+    base = {
+        S.ITEM_ID: row[S.ITEM_ID],
+        S.PRODUCT_TYPE: row[S.PRODUCT_TYPE],
+        SPLIT: row[SPLIT],
+        S.GROUNDED: bool(row[S.GROUNDED]) and data.grounded,
+        TEXT: None,
+        IMAGE_PNG: None,
+        ERROR: None,
+    }
     try:
         base[TEXT] = pair_text(row, data, max_chars)
         base[IMAGE_PNG] = encode_png(pair_image(row, images, data))
@@ -136,8 +173,11 @@ def pair_text(row: dict, data: DataConfig, max_chars: int) -> str:
     if data.enriched:
         text = clean_text(row[S.ENRICHED_TEXT])
     else:
-        fields = {"title": clean_text(row[S.TITLE]), "description": clean_text(row[S.DESCRIPTION]),
-                  "product_type": clean_text(row[S.PRODUCT_TYPE])}
+        fields = {
+            "title": clean_text(row[S.TITLE]),
+            "description": clean_text(row[S.DESCRIPTION]),
+            "product_type": clean_text(row[S.PRODUCT_TYPE]),
+        }
         text = fallback_text(fields, clean_attributes(_mapping(row.get(S.ATTRIBUTES))), max_chars)
     if not text:
         raise ItemError("empty_text", "no text for the pair")
@@ -183,9 +223,13 @@ def decode_png(data: bytes, max_side: int = 4096) -> np.ndarray:
 def pair_counts(spark, path: str) -> Dict[str, int]:
     from pyspark.sql import functions as F
 
-    rows = (spark.read.parquet(storage.spark_path(path))
-            .select(F.when(F.col(ERROR).isNotNull(), F.lit("failed")).otherwise(F.col(SPLIT)).alias("kind"))
-            .groupBy("kind").count().collect())
+    rows = (
+        spark.read.parquet(storage.spark_path(path))
+        .select(F.when(F.col(ERROR).isNotNull(), F.lit("failed")).otherwise(F.col(SPLIT)).alias("kind"))
+        .groupBy("kind")
+        .count()
+        .collect()
+    )
     counts = {TRAIN: 0, EVAL: 0, "failed": 0}
     counts.update({r["kind"]: int(r["count"]) for r in rows})
     return counts
@@ -193,8 +237,10 @@ def pair_counts(spark, path: str) -> Dict[str, int]:
 
 def _check_counts(dataset: PairsDataset, data: DataConfig) -> None:
     if dataset.counts[TRAIN] < data.min_train_items or dataset.counts[EVAL] < 2:
-        raise ConfigError(f"too few pairs in {dataset.data_table} for model_version {dataset.data_model_version}: "
-                          f"{dataset.counts} (data.min_train_items={data.min_train_items}, eval needs 2)")
+        raise ConfigError(
+            f"too few pairs in {dataset.data_table} for model_version {dataset.data_model_version}: "
+            f"{dataset.counts} (data.min_train_items={data.min_train_items}, eval needs 2)"
+        )
 
 
 def read_pairs(path: str, split: Optional[str]):
@@ -208,4 +254,3 @@ def read_pairs(path: str, split: Optional[str]):
     if split:
         keep = pc.and_(keep, pc.equal(table[SPLIT], split))
     return table.filter(keep).sort_by(S.ITEM_ID)
-

@@ -1,4 +1,5 @@
 """The training run on the driver: pairs (Spark) -> Ray Train TorchTrainer -> open_clip checkpoint + runs row."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,14 +12,14 @@ from typing import Dict, List, Optional
 import torch
 
 from vlclip_core import storage
-from vlclip_core.config import VlclipConfig, load_config
-from vlclip_core.runs import utcnow
-from vlclip_core.spark_session import get_spark
-from vlclip_core.tables import Tables
-from vlclip_core.train.config import TrainJobConfig, digest
+from vlclip_core.config import VlclipConfig, digest, load_config
+from vlclip_core.run.state import utcnow
+from vlclip_core.train.config import TrainJobConfig
 from vlclip_core.train.loop import LoopSpec, load_state, train_worker
 from vlclip_core.train.pairs import PairsDataset, prepare_pairs
 from vlclip_core.train.records import write_training_run
+from vlclip_core.warehouse.spark_session import get_spark
+from vlclip_core.warehouse.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,14 @@ def run_training(cfg: TrainJobConfig, spark=None) -> TrainingReport:
         write_training_run(tables, report)
         raise
     write_training_run(tables, report)
-    log.info("training run %s: %d steps, loss %.4f -> %.4f, checkpoint %s", report.run_id, report.steps,
-             report.losses[0], report.losses[-1], report.output_checkpoint)
+    log.info(
+        "training run %s: %d steps, loss %.4f -> %.4f, checkpoint %s",
+        report.run_id,
+        report.steps,
+        report.losses[0],
+        report.losses[-1],
+        report.output_checkpoint,
+    )
     return report
 
 
@@ -83,15 +90,22 @@ def run_dataset(cfg: TrainJobConfig, run_id: Optional[str]) -> Optional[PairsDat
 def new_report(cfg: TrainJobConfig, embed: VlclipConfig, dataset: PairsDataset) -> TrainingReport:
     hyper = cfg.train.hyper_parameters()
     run_id = cfg.train.run_id or default_run_id(dataset, embed, hyper)
-    return TrainingReport(run_id=run_id, started_at=utcnow(), dataset=dataset, model_name=embed.models.clip.model_name,
-                          init_checkpoint=embed.models.clip.pretrained,
-                          hyper_parameters={k: str(v) for k, v in sorted(hyper.items())},
-                          config_hash=digest(cfg.to_dict())[:16])
+    return TrainingReport(
+        run_id=run_id,
+        started_at=utcnow(),
+        dataset=dataset,
+        model_name=embed.models.clip.model_name,
+        init_checkpoint=embed.models.clip.pretrained,
+        hyper_parameters={k: str(v) for k, v in sorted(hyper.items())},
+        config_hash=digest(cfg.to_dict())[:16],
+    )
 
 
 def default_run_id(dataset: PairsDataset, embed: VlclipConfig, hyper: dict) -> str:
     """Same data, starting model and hyper-parameters -> same run id, so rerunning a killed run resumes it."""
-    return "train-" + digest({"dataset": dataset.dataset_id, "clip": embed.models.clip.identity(), **hyper})[:12]
+    return (
+        "train-" + digest({"dataset": dataset.dataset_id, "clip": embed.models.clip.identity(), **hyper})[:12]
+    )
 
 
 def run_dir(cfg: TrainJobConfig) -> str:
@@ -107,19 +121,25 @@ def fit(cfg: TrainJobConfig, embed: VlclipConfig, dataset: PairsDataset, run_id:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from vlclip_core.pipeline import init_ray
+    from vlclip_core.pipeline.ray_init import init_ray
 
     init_ray(embed.ray)
     t = cfg.train
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
-    spec = LoopSpec(pairs_path=storage.spark_path(dataset.path),
-                    clip=clip_for_workers(embed), train=t)
+    spec = LoopSpec(pairs_path=storage.spark_path(dataset.path), clip=clip_for_workers(embed), train=t)
     trainer = TorchTrainer(
-        train_worker, train_loop_config={"spec": spec},
-        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources),
-        run_config=RunConfig(name=run_id, storage_path=run_dir(cfg),
-                             checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
-                             failure_config=FailureConfig(max_failures=t.max_failures)))
+        train_worker,
+        train_loop_config={"spec": spec},
+        scaling_config=ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=run_id,
+            storage_path=run_dir(cfg),
+            checkpoint_config=CheckpointConfig(num_to_keep=t.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+        ),
+    )
     result = trainer.fit()
     if result.checkpoint is None:
         raise RuntimeError(f"training run {run_id} finished without a checkpoint")
@@ -132,8 +152,11 @@ def fit(cfg: TrainJobConfig, embed: VlclipConfig, dataset: PairsDataset, run_id:
 def clip_for_workers(embed: VlclipConfig):
     """models.clip with local paths made absolute: Ray Train workers do not share the driver's cwd."""
     clip = embed.models.clip
-    absolute = {k: os.path.abspath(v) for k in ("pretrained", "config_dir")
-                if (v := getattr(clip, k)) and os.path.exists(v)}
+    absolute = {
+        k: os.path.abspath(v)
+        for k in ("pretrained", "config_dir")
+        if (v := getattr(clip, k)) and os.path.exists(v)
+    }
     return dataclasses.replace(clip, **absolute)
 
 
@@ -164,5 +187,6 @@ def save_model(state_dict: dict, uri: str) -> None:
 
 def trained_model_version(cfg: TrainJobConfig, checkpoint: str) -> str:
     """The model_version the embedding job writes with `models.clip.pretrained=<checkpoint>`."""
-    return load_config(cfg.embed_profile, tuple(cfg.embed_overrides) + (f"models.clip.pretrained={checkpoint}",)
-                       ).model_version
+    return load_config(
+        cfg.embed_profile, tuple(cfg.embed_overrides) + (f"models.clip.pretrained={checkpoint}",)
+    ).model_version

@@ -1,0 +1,48 @@
+"""Validators shared by every config section: each raises ConfigError naming the key and the bad value."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from vlclip_core.errors import ConfigError
+
+DTYPES = ("float32", "float16", "bfloat16")
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+
+def one_of(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+
+
+def positive(name: str, value: Any) -> None:
+    if value is None or value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def fraction(name: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be in [0, 1], got {value}")
+
+
+def check_run_id(run_id: str, name: str = "run_id") -> str:
+    """A run id is a directory name and a SQL literal: letters, digits and . _ : - only."""
+    if not isinstance(run_id, str) or not _RUN_ID.fullmatch(run_id):
+        raise ConfigError(
+            f"{name} must be 1-128 of letters, digits and . _ : - (starting with a letter or "
+            f"digit), got {run_id!r}"
+        )
+    return run_id
+
+
+def check_prompt_template(template: str) -> None:
+    """The detector prompt template may use {product_type} only (the item's type, or title words)."""
+    try:
+        rendered = template.format(product_type="x")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"models.detector.prompt_template may only use {{product_type}}, got {template!r}"
+        ) from err
+    if not rendered.strip():
+        raise ConfigError(f"models.detector.prompt_template renders an empty prompt: {template!r}")

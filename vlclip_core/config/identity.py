@@ -1,0 +1,97 @@
+"""The recipe identity: which config fields and files decide an output, digested into model_version.
+
+Each model section declares `IDENTITY` (the fields that change an output) and `OUTSIDE_IDENTITY` (every
+other field, with its reason); the prompt files and a custom CLIP architecture count by content.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import os
+from typing import Any, NamedTuple, Optional, Tuple
+
+from vlclip_core.llm.prompts import load_prompts, prompt_files
+
+
+class RunIdentities(NamedTuple):
+    """The identities one run keys its outputs and caches by."""
+
+    model_version: str  # the embeddings' key: the whole recipe
+    detector: str  # the grounding cache's key
+    llm: str  # part of every text_hash: the enrichment cache's key
+
+
+def digest(obj: Any) -> str:
+    """sha256 of a JSON-able value (keys sorted), the digest of every identity and config hash."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "model"
+
+
+def section_identity(section) -> dict:
+    """The section's fields that change an output (its IDENTITY)."""
+    return {name: getattr(section, name) for name in type(section).IDENTITY}
+
+
+def prompt_digest(llm) -> str:
+    """Content hash of the prompt files of `llm.prompt_version` (editing a prompt changes the recipe).
+
+    Cached by the files' paths, sizes and modification times, so reading model_version repeatedly does
+    not re-read the files while an edit in place is still seen.
+    """
+    return _prompt_digest(llm.prompt_dir, llm.prompt_version, prompt_files(llm))
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_digest(prompt_dir: str, version: str, stats: Tuple) -> str:
+    del stats  # part of the cache key only
+    prompts = load_prompts(_PromptRef(prompt_dir, version))
+    return digest({"templates": prompts.templates, "system": prompts.system})[:16]
+
+
+@dataclasses.dataclass(frozen=True)
+class _PromptRef:
+    prompt_dir: str
+    prompt_version: str
+
+
+def architecture_digest(clip) -> Optional[str]:
+    """Content hash of clip.model_name's JSON in clip.config_dir (custom architectures), else None."""
+    path = os.path.join(clip.config_dir, f"{clip.model_name}.json") if clip.config_dir else None
+    if not path or not os.path.isfile(path):
+        return None
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:16]
+
+
+def llm_identity(config) -> str:
+    """Identity of the enrichment recipe; part of every text_hash so caches never mix LLMs/prompts."""
+    return digest(config.models.llm.identity())[:16]
+
+
+def detector_identity(config) -> str:
+    return digest(config.models.detector.identity())[:16]
+
+
+def model_version(config) -> str:
+    """Identity of the whole embedding recipe: every IDENTITY field, the prompt files and a custom
+    CLIP architecture by content. Embeddings of different recipes never mix."""
+    models = config.models
+    recipe = {
+        "detector": models.detector.identity(),
+        "llm": models.llm.identity(),
+        "clip": models.clip.identity(),
+        "images": section_identity(config.images),
+    }
+    return f"{slug(models.clip.model_name)}-{digest(recipe)[:12]}"
+
+
+def run_identities(config) -> RunIdentities:
+    return RunIdentities(
+        model_version=config.model_version, detector=detector_identity(config), llm=llm_identity(config)
+    )

@@ -1,0 +1,440 @@
+"""The job's config sections as typed dataclasses, each validating its own values."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import ClassVar, Dict, Optional
+
+from vlclip_core.config import identity
+from vlclip_core.config.checks import DTYPES, check_prompt_template, check_run_id, fraction, one_of, positive
+from vlclip_core.errors import ConfigError
+
+
+@dataclass
+class CatalogConfig:
+    path: str = ""
+    format: str = "auto"  # auto | delta | parquet
+    table: Optional[str] = None  # metastore table name, instead of path
+    filter: Optional[str] = None  # Spark SQL predicate, pushed down
+
+    def validate(self) -> None:
+        one_of("catalog.format", self.format, ("auto", "delta", "parquet"))
+
+
+@dataclass
+class WarehouseConfig:
+    path: str = "warehouse"
+    staging_dir: Optional[str] = None  # default <path>/_staging
+    # Optional metastore table names; when unset, tables live at <path>/<name>.
+    embeddings_table: Optional[str] = None
+    errors_table: Optional[str] = None
+    runs_table: Optional[str] = None
+    # Delta table features, applied to new and existing tables. Deletion vectors make a MERGE update
+    # mark rows instead of rewriting files, but some readers refuse such tables (README, "Reading the
+    # output"); the change data feed lets jobs/export_index.py update its ANN indexes incrementally.
+    deletion_vectors: bool = True
+    change_data_feed: bool = True
+    # auto: a lock file for local or mounted staging, a Delta lock table for object stores (s3a://...);
+    # file | delta | none (none: the scheduler guarantees that runs never overlap)
+    run_lock: str = "auto"
+
+    def validate(self) -> None:
+        one_of("warehouse.run_lock", self.run_lock, ("auto", "file", "delta", "none"))
+        if self.run_lock == "file" and "://" in self.staging() and not self.staging().startswith("file://"):
+            raise ConfigError(
+                f"warehouse.run_lock=file needs a local or mounted staging directory, got "
+                f"{self.staging()!r}: use delta (or auto)"
+            )
+
+    def staging(self) -> str:
+        return self.staging_dir or os.path.join(self.path, "_staging")
+
+
+@dataclass
+class IndexConfig:
+    """The similar-items ANN indexes of jobs/export_index.py (FAISS HNSW, inner product)."""
+
+    path: Optional[str] = None  # default <warehouse.path>/_index; one directory per model_version
+    hnsw_m: int = 32  # graph degree
+    ef_construction: int = 200
+    ef_search: int = 128  # candidates per query: recall vs query time
+    # an incremental update rebuilds the index from its live vectors once removed ones exceed this share
+    max_removed_fraction: float = 0.2
+
+    def validate(self) -> None:
+        for name in ("hnsw_m", "ef_construction", "ef_search"):
+            positive(f"index.{name}", getattr(self, name))
+        fraction("index.max_removed_fraction", self.max_removed_fraction)
+
+    def directory(self, warehouse: "WarehouseConfig") -> str:
+        return self.path or os.path.join(warehouse.path, "_index")
+
+
+@dataclass
+class FailedFractions:
+    """Highest share of items that may fail at each stage (catalog: of the rows seen; the others and
+    `any`: of the items selected) before the run breaches its thresholds."""
+
+    catalog: float = 0.5
+    decode: float = 0.5
+    grounding: float = 0.5
+    enrichment: float = 0.5
+    clip: float = 0.5
+    pipeline: float = 0.5  # batches that failed on every retry
+    any: float = 0.5  # all stages together
+
+
+@dataclass
+class FallbackFractions:
+    """Highest share of embedded items that may be ungrounded (whole image) or carry fallback text."""
+
+    grounding: float = 1.0
+    enrichment: float = 1.0
+
+
+@dataclass
+class ThresholdsConfig:
+    """When a run's failures mean its output must not pass for a normal run (job.thresholds)."""
+
+    max_failed: FailedFractions = field(default_factory=FailedFractions)
+    max_fallback: FallbackFractions = field(default_factory=FallbackFractions)
+    min_items: int = 10  # fewer items than this (seen for catalog, else selected): no verdict
+    # fail: the run's embeddings are not merged (error rows and caches are), it is recorded as failed
+    # and exits 1; its items are selected again next run. degraded: everything is merged, the run is
+    # recorded as degraded and the job exits 3.
+    on_breach: str = "fail"  # fail | degraded
+
+    def validate(self) -> None:
+        one_of("job.thresholds.on_breach", self.on_breach, ("fail", "degraded"))
+        for group in ("max_failed", "max_fallback"):
+            for f in dataclasses.fields(getattr(self, group)):
+                fraction(f"job.thresholds.{group}.{f.name}", getattr(getattr(self, group), f.name))
+        if self.min_items < 0:
+            raise ConfigError(f"job.thresholds.min_items must be >= 0, got {self.min_items}")
+
+
+@dataclass
+class JobConfig:
+    mode: str = "incremental"  # incremental | backfill
+    shard_size: int = 1000
+    removed_items: str = "keep"  # keep | delete
+    # delete mode refuses to remove more than this share of the version's rows (an empty or truncated
+    # catalog read must not wipe the table); 1.0 turns the guard off
+    max_removed_fraction: float = 0.5
+    run_id: Optional[str] = None  # resume this run; default: the last unfinished one
+    resume: bool = True
+    log_every_s: float = 10.0
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
+
+    def validate(self) -> None:
+        one_of("job.mode", self.mode, ("incremental", "backfill"))
+        one_of("job.removed_items", self.removed_items, ("keep", "delete"))
+        positive("job.shard_size", self.shard_size)
+        fraction("job.max_removed_fraction", self.max_removed_fraction)
+        if self.run_id is not None:
+            check_run_id(self.run_id, "job.run_id")
+        self.thresholds.validate()
+
+
+@dataclass
+class SparkConfig:
+    master: Optional[str] = "local[2]"  # None: leave it to spark-submit
+    app_name: str = "vlclip-embed-catalog"
+    conf: dict = field(default_factory=dict)
+
+
+@dataclass
+class RayConfig:
+    address: str = "local"  # local | auto | ray://host:port
+    num_cpus: Optional[float] = None  # only for address=local
+    stall_timeout_s: float = 900.0  # no progress for this long ends the run
+    max_batch_retries: int = 2  # Ray retries of a failed task or of a batch whose actor died
+    max_failed_batches: int = 10  # batches that still fail become error rows; one more fails the run
+    # Batches queued on one actor: more keeps a GPU fed, fewer means a crashing batch takes fewer
+    # innocent batches (queued on the same actor) through their retries with it.
+    max_tasks_in_flight_per_actor: int = 2
+    # Items of batches that failed on every retry are run once more, one item per batch, so a
+    # crashing item does not take its batch neighbours with it; only items that fail alone become
+    # error rows (in that pass, max_failed_batches counts items).
+    retry_failed_items: bool = True
+    runtime_env: dict = field(default_factory=dict)
+
+
+@dataclass
+class StageResources:
+    batch_size: int = 16
+    num_actors: int = 1  # decode: max parallel tasks
+    num_cpus: float = 1.0
+    num_gpus: float = 0.0
+    impl: Optional[str] = None  # "module:Class" replacing the stage's class (a BatchStage subclass)
+
+    def validate(self, name: str) -> None:
+        positive(f"stages.{name}.batch_size", self.batch_size)
+        positive(f"stages.{name}.num_actors", self.num_actors)
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ConfigError(
+                f"stages.{name}: num_cpus/num_gpus must be >= 0, got {self.num_cpus}/{self.num_gpus}"
+            )
+
+
+@dataclass
+class StagesConfig:
+    decode: StageResources = field(default_factory=lambda: StageResources(batch_size=32, num_cpus=0.25))
+    grounding: StageResources = field(default_factory=StageResources)
+    enrichment: StageResources = field(default_factory=StageResources)
+    clip: StageResources = field(default_factory=StageResources)
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+
+
+@dataclass
+class ImageConfig:
+    allowed_schemes: list = field(default_factory=lambda: ["file", "http", "https"])
+    local_root: Optional[str] = None  # local paths must resolve under it when set
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 20.0
+    max_bytes: int = 25_000_000
+    max_pixels: int = 64_000_000
+    retries: int = 2
+    backoff_s: float = 0.5
+    max_side: int = 800  # decoded images are downscaled to this longest side
+    total_timeout_s: float = 60.0  # wall-clock cap on one HTTP download (a slow drip cannot stall a task)
+    # An image that failed for good (HTTP 404/410, missing file) is not fetched again for this long:
+    # its items are skipped (counted in the runs row) until then, or until their image_uri changes.
+    retry_failed_after_hours: float = 168.0  # 0: fetch again every run
+
+    IDENTITY: ClassVar[tuple] = ("max_side",)
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
+        "allowed_schemes": "which items may be fetched, not what they become",
+        "local_root": "which items may be fetched, not what they become",
+        "connect_timeout_s": "pacing",
+        "read_timeout_s": "pacing",
+        "retries": "pacing",
+        "backoff_s": "pacing",
+        "total_timeout_s": "pacing",
+        "max_bytes": "which items may be fetched, not what they become",
+        "max_pixels": "which items may be decoded, not what they become",
+        "retry_failed_after_hours": "when a failed image is fetched again",
+    }
+
+    def validate(self) -> None:
+        positive("images.max_bytes", self.max_bytes)
+        positive("images.total_timeout_s", self.total_timeout_s)
+        positive("images.max_pixels", self.max_pixels)
+        positive("images.max_side", self.max_side)
+        if self.retries < 0 or self.retry_failed_after_hours < 0:
+            raise ConfigError(
+                f"images.retries and retry_failed_after_hours must be >= 0, got "
+                f"{self.retries}/{self.retry_failed_after_hours}"
+            )
+
+
+@dataclass
+class DetectorConfig:
+    kind: str = "grounding_dino"  # grounding_dino | owlv2
+    path: str = "IDEA-Research/grounding-dino-tiny"  # hub id or local directory
+    prompt_template: str = "{product_type}."
+    box_threshold: float = 0.25
+    text_threshold: float = 0.25
+    margin: float = 0.05  # crop margin, fraction of the box side
+    min_box_frac: float = 0.02  # boxes smaller than this fraction of the image area are rejected
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (GPU)
+
+    # The recipe identity: every field that changes an output is in IDENTITY, every other one in
+    # OUTSIDE_IDENTITY with the reason (tests/test_config.py fails on a field that is in neither).
+    IDENTITY: ClassVar[tuple] = (
+        "kind",
+        "path",
+        "prompt_template",
+        "box_threshold",
+        "text_threshold",
+        "margin",
+        "min_box_frac",
+        "dtype",
+    )
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {}
+
+    def validate(self) -> None:
+        one_of("models.detector.kind", self.kind, ("grounding_dino", "owlv2"))
+        one_of("models.detector.dtype", self.dtype, DTYPES)
+        for name in ("box_threshold", "text_threshold", "margin", "min_box_frac"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise ConfigError(f"models.detector.{name} must be in [0, 1), got {value}")
+        check_prompt_template(self.prompt_template)
+
+    def identity(self) -> dict:
+        return identity.section_identity(self)
+
+
+@dataclass
+class LLMConfig:
+    backend: str = "transformers"  # transformers | openai
+    path: str = ""  # transformers: hub id or local directory
+    gguf_file: Optional[str] = None
+    base_url: Optional[str] = None  # openai: e.g. http://vllm:8000/v1
+    model: Optional[str] = None  # openai: served model name
+    api_key_env: Optional[str] = None  # name of the environment variable holding the key
+    prompt_dir: str = "conf/prompts"
+    prompt_version: str = "v1"
+    max_rounds: int = 1  # evaluate/refine rounds after the summary
+    max_new_tokens: int = 96
+    max_input_chars: int = 4000
+    min_chars: int = 20
+    max_chars: int = 600
+    on_error: str = "fallback"  # fallback | error: what an LLM failure does to the item
+    timeout_s: float = 60.0
+    retries: int = 2
+    backoff_s: float = 1.0
+    max_concurrency: int = 8
+    dtype: str = "float32"
+    temperature: float = 0.0  # openai backend; the transformers backend always decodes greedily
+    max_input_tokens: int = 2048  # transformers backend: longer prompts are cut in the middle
+
+    IDENTITY: ClassVar[tuple] = (
+        "backend",
+        "path",
+        "gguf_file",
+        "model",
+        "prompt_version",
+        "max_rounds",
+        "max_new_tokens",
+        "max_input_chars",
+        "min_chars",
+        "max_chars",
+        "dtype",
+        "temperature",
+        "max_input_tokens",
+    )
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
+        "base_url": "where the model is served",
+        "api_key_env": "credentials",
+        "prompt_dir": "the prompt files enter the identity by content",
+        "on_error": "what a failed item becomes; an item's output does not depend on it",
+        "timeout_s": "pacing",
+        "retries": "pacing",
+        "backoff_s": "pacing",
+        "max_concurrency": "pacing",
+    }
+
+    def validate(self) -> None:
+        one_of("models.llm.backend", self.backend, ("transformers", "openai"))
+        one_of("models.llm.on_error", self.on_error, ("fallback", "error"))
+        one_of("models.llm.dtype", self.dtype, DTYPES)
+        if self.backend == "openai" and not (self.base_url and self.model):
+            raise ConfigError("models.llm.backend=openai needs models.llm.base_url and models.llm.model")
+        if self.backend == "transformers" and not self.path:
+            raise ConfigError("models.llm.backend=transformers needs models.llm.path")
+        if self.min_chars >= self.max_chars:
+            raise ConfigError(
+                f"models.llm.min_chars ({self.min_chars}) must be < max_chars ({self.max_chars})"
+            )
+        if self.max_rounds < 0 or self.retries < 0 or self.temperature < 0:
+            raise ConfigError(
+                f"models.llm.max_rounds/retries/temperature must be >= 0, got "
+                f"{self.max_rounds}/{self.retries}/{self.temperature}"
+            )
+        for name in ("max_concurrency", "max_new_tokens", "max_input_chars", "max_input_tokens", "timeout_s"):
+            positive(f"models.llm.{name}", getattr(self, name))
+        self.prompt_digest()  # the prompt files exist and are valid: checked on the driver, before any work
+
+    def identity(self) -> dict:
+        return dict(identity.section_identity(self), prompts=self.prompt_digest())
+
+    def prompt_digest(self) -> str:
+        """Content hash of the prompt files of `prompt_version` (editing a prompt changes the recipe)."""
+        return identity.prompt_digest(self)
+
+
+@dataclass
+class ClipConfig:
+    model_name: str = "ViT-B-32"
+    pretrained: Optional[str] = None  # open_clip tag, or a local checkpoint file
+    config_dir: Optional[str] = None  # extra architecture JSONs (open_clip.add_model_config)
+    image_weight: float = 0.5
+    text_weight: float = 0.5
+    precision: str = "fp32"  # fp32 | fp16 | bf16 (GPU)
+    device: str = "auto"  # auto | cpu | cuda
+
+    IDENTITY: ClassVar[tuple] = ("model_name", "pretrained", "image_weight", "text_weight", "precision")
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
+        "config_dir": "the architecture JSON of model_name enters the identity by content",
+        "device": "placement (cpu and cuda compute the same model)",
+    }
+
+    def validate(self) -> None:
+        one_of("models.clip.precision", self.precision, ("fp32", "fp16", "bf16"))
+        if self.image_weight < 0 or self.text_weight < 0 or self.image_weight + self.text_weight == 0:
+            raise ConfigError(
+                f"models.clip weights must be >= 0 and not both 0, got {self.image_weight}/{self.text_weight}"
+            )
+
+    def identity(self) -> dict:
+        return dict(identity.section_identity(self), architecture=identity.architecture_digest(self))
+
+
+@dataclass
+class ModelsConfig:
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    device: str = "auto"  # auto | cpu | cuda, for every stage
+
+    IDENTITY: ClassVar[tuple] = ()  # its sections enter model_version one by one
+    OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
+        "device": "placement",
+        "detector": "section",
+        "llm": "section",
+        "clip": "section",
+    }
+
+    def validate(self) -> None:
+        one_of("models.device", self.device, ("auto", "cpu", "cuda"))
+        self.detector.validate()
+        self.llm.validate()
+        self.clip.validate()
+
+
+@dataclass
+class VlclipConfig:
+    profile: str = "custom"
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    warehouse: WarehouseConfig = field(default_factory=WarehouseConfig)
+    job: JobConfig = field(default_factory=JobConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    stages: StagesConfig = field(default_factory=StagesConfig)
+    images: ImageConfig = field(default_factory=ImageConfig)
+    models: ModelsConfig = field(default_factory=ModelsConfig)
+    index: IndexConfig = field(default_factory=IndexConfig)
+
+    def validate(self) -> "VlclipConfig":
+        if not (self.catalog.path or self.catalog.table):
+            raise ConfigError("catalog.path (or catalog.table) is required")
+        for section in (
+            self.catalog,
+            self.warehouse,
+            self.job,
+            self.stages,
+            self.images,
+            self.models,
+            self.index,
+        ):
+            section.validate()
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @property
+    def model_version(self) -> str:
+        """Identity of the whole embedding recipe (config/identity.py); recipes never mix."""
+        return identity.model_version(self)
+
+    @property
+    def config_hash(self) -> str:
+        return identity.digest(self.to_dict())[:16]

@@ -1,0 +1,66 @@
+"""The stage actors: which class runs each stage (built-in or `stages.<name>.impl`), hosted once per actor."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+from vlclip_core.config import VlclipConfig
+from vlclip_core.pipeline.heartbeat import beating, register_current_actor
+
+log = logging.getLogger(__name__)
+
+
+STAGE_CLASSES = {
+    "decode": "vlclip_core.stages.decode:DecodeStage",
+    "grounding": "vlclip_core.stages.grounding:GroundingStage",
+    "enrichment": "vlclip_core.stages.enrichment:EnrichmentStage",
+    "clip": "vlclip_core.stages.clip_encode:ClipStage",
+}
+
+
+def load_class(path: str):
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+class StageActor:
+    """Hosts one stage in a Ray actor: sets torch threads, builds the stage (and its model) once."""
+
+    stage_name = ""
+
+    def __init__(self, config: VlclipConfig, threads: int, heartbeat=None):
+        import torch
+
+        torch.set_num_threads(threads)
+        self.stage = stage_class(config, self.stage_name)(config)
+        self.heartbeat = heartbeat
+        register_current_actor(heartbeat)
+
+    def __call__(self, batch):
+        return beating(self.heartbeat, self.stage_name, self.stage, batch)
+
+
+class GroundingActor(StageActor):
+    stage_name = "grounding"
+
+
+class EnrichmentActor(StageActor):
+    stage_name = "enrichment"
+
+
+class ClipActor(StageActor):
+    stage_name = "clip"
+
+
+ACTORS = {"grounding": GroundingActor, "enrichment": EnrichmentActor, "clip": ClipActor}
+
+
+def stage_class(config: VlclipConfig, name: str):
+    """The stage's class: `stages.<name>.impl` when configured, else the built-in one."""
+    return load_class(getattr(config.stages, name).impl or STAGE_CLASSES[name])
+
+
+def decode_task(batch, config: VlclipConfig, heartbeat=None):
+    """Decode runs as plain CPU tasks: the stage is cheap to build, so it is built per batch."""
+    return beating(heartbeat, "decode", stage_class(config, "decode")(config), batch)

@@ -1,0 +1,111 @@
+"""The Ray Data chain over staged shards: read -> decode tasks -> grounding -> enrichment -> CLIP -> writer."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import List, Optional
+
+import numpy as np
+
+from vlclip_core import schema as S
+from vlclip_core import storage
+from vlclip_core.config import StageResources, VlclipConfig
+from vlclip_core.pipeline.actors import ACTORS, decode_task
+from vlclip_core.pipeline.shard_writer import write_shard_parts
+from vlclip_core.run.state import RunState
+
+log = logging.getLogger(__name__)
+
+
+def build_dataset(
+    state: RunState, shards: List[int], config: VlclipConfig, heartbeat=None, only_items: Optional[set] = None
+):
+    """Read the pending shards and chain the stages; each stage's resources come from config.
+
+    With `only_items`, only those item ids are read and every stage takes one item per batch (and
+    one batch per actor at a time): the isolation pass for items of failed batches.
+    """
+    import ray
+
+    read_cpus = min(config.stages.decode.num_cpus, 1.0) or 0.25
+    ds = ray.data.read_parquet(
+        [storage.spark_path(state.shard_input(s)) for s in shards],
+        partitioning=None,
+        num_cpus=read_cpus,
+        include_paths=True,
+    )
+    ds = ds.map_batches(_add_shard_id, batch_format="numpy", num_cpus=read_cpus)
+    if only_items is not None:
+        ds = ds.map_batches(
+            _keep_items, fn_kwargs={"items": only_items}, batch_format="numpy", num_cpus=read_cpus
+        )
+        ds = ds.repartition(max(1, len(only_items)))  # a task takes a whole block: one item per block
+        config = _one_item_per_batch(config)
+    res = config.stages.decode
+    ds = ds.map_batches(
+        decode_task,
+        fn_kwargs={"config": config, "heartbeat": heartbeat},
+        batch_format="numpy",
+        batch_size=res.batch_size,
+        num_cpus=res.num_cpus,
+        compute=ray.data.TaskPoolStrategy(size=res.num_actors),
+        max_retries=config.ray.max_batch_retries,
+    )
+    for name in ("grounding", "enrichment", "clip"):
+        ds = _add_actor_stage(ds, name, getattr(config.stages, name), config, heartbeat)
+    out_dir = storage.spark_path(state.path("output"))
+    return ds.map_batches(
+        write_shard_parts,
+        fn_kwargs={"out_dir": out_dir},
+        batch_format="numpy",
+        batch_size=None,
+        num_cpus=read_cpus,
+        max_retries=config.ray.max_batch_retries,
+    )
+
+
+def _add_actor_stage(ds, name: str, res: StageResources, config: VlclipConfig, heartbeat):
+    import ray
+
+    threads = max(1, int(round(res.num_cpus)))
+    return ds.map_batches(
+        ACTORS[name],
+        fn_constructor_args=(config, threads, heartbeat),
+        batch_format="numpy",
+        batch_size=res.batch_size,
+        num_cpus=res.num_cpus,
+        num_gpus=res.num_gpus or None,
+        compute=ray.data.ActorPoolStrategy(
+            size=res.num_actors, max_tasks_in_flight_per_actor=config.ray.max_tasks_in_flight_per_actor
+        ),
+        # Restarts are unbounded and batch retries bounded: Ray Data (2.60) never
+        # replaces an actor that ran out of restarts, so a fixed-size pool would keep
+        # the dead actor and hang. A crash loop is caught by the stall detector.
+        max_restarts=-1,
+        max_task_retries=config.ray.max_batch_retries,
+    )
+
+
+def _one_item_per_batch(config: VlclipConfig) -> VlclipConfig:
+    stages = dataclasses.replace(
+        config.stages,
+        **{name: dataclasses.replace(getattr(config.stages, name), batch_size=1) for name in S.STAGE_NAMES},
+    )
+    return dataclasses.replace(
+        config, stages=stages, ray=dataclasses.replace(config.ray, max_tasks_in_flight_per_actor=1)
+    )
+
+
+def _keep_items(batch, items: set):
+    keep = np.array([i in items for i in batch[S.ITEM_ID]], dtype=bool)
+    return {name: column[keep] for name, column in batch.items()}
+
+
+def _add_shard_id(batch):
+    """The shard id is the name of the directory a row was read from (shard_id=K)."""
+    paths = batch.pop("path")
+    batch[S.SHARD_ID] = np.array(
+        [int(p.rsplit("shard_id=", 1)[1].split("/", 1)[0]) for p in paths], dtype=np.int32
+    )
+    return batch

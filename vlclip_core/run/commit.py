@@ -1,0 +1,279 @@
+"""The commit: staged results into Delta (embeddings MERGE, caches, error rows, failed images), thresholds."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List
+
+from vlclip_core import schema as S
+from vlclip_core import storage
+from vlclip_core.config import VlclipConfig, detector_identity
+from vlclip_core.pipeline.runner import PipelineResult
+from vlclip_core.run.report import RunReport
+from vlclip_core.run.state import RunState
+from vlclip_core.run.thresholds import RunThresholdError, breaches
+from vlclip_core.selection.catalog import normalise, read_catalog
+from vlclip_core.selection.failed_images import record_failures
+from vlclip_core.warehouse.tables import (
+    Tables,
+    delete_removed_items,
+    insert_new,
+    merge_embeddings,
+    removed_items,
+    replace_run_errors,
+)
+
+log = logging.getLogger(__name__)
+
+
+def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport) -> None:
+    """Merge the staged results into the Delta tables; safe to repeat after a failed attempt.
+
+    The run's counts are taken first and checked against job.thresholds: a breach with on_breach=fail
+    writes the error rows and caches but not the embeddings, and raises RunThresholdError; with
+    on_breach=degraded everything is written and the run is reported as degraded.
+    """
+    results = _read_outputs(spark, state)
+    results = results.cache() if results is not None else None
+    errors = _error_rows(spark, state, results, config.model_version)
+    errors = errors.cache() if errors is not None else None
+    error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect() if errors is not None else []
+    _fill_counts(report, state, error_counts)
+    report.outcome_counts = outcome_counts(results, error_counts)
+    breached = breaches(
+        config.job.thresholds, report.items_seen, report.items_selected, report.outcome_counts
+    )
+    publish = not breached or config.job.thresholds.on_breach == "degraded"
+    run_concurrently(_commit_writes(tables, state, config, results, errors, publish))
+    for frame in (results, errors):
+        if frame is not None:
+            frame.unpersist()
+    if breached:
+        _breach(report, breached, publish)
+    if config.job.removed_items == "delete":
+        report.items_removed = remove_items(spark, tables, config)
+    log.info(
+        "commit: %d embedded, %d failed, %d removed, %d skipped",
+        report.items_embedded,
+        report.items_failed,
+        report.items_removed,
+        report.items_skipped,
+    )
+
+
+def _commit_writes(
+    tables: Tables, state: RunState, config: VlclipConfig, results, errors, publish: bool
+) -> List[Callable[[], None]]:
+    """The run's independent table writes: embeddings (when published), caches, failed images, errors."""
+    writes = []
+    if results is not None:
+        if publish:
+            writes.append(
+                functools.partial(
+                    merge_embeddings,
+                    tables,
+                    _embedding_rows(results, state),
+                    config.model_version,
+                    update_unchanged=state.manifest["mode"] == "backfill",
+                )
+            )
+        writes += _cache_writes(tables, results, config)
+        writes.append(functools.partial(record_failures, tables, results, state.run_id))
+    if errors is not None:
+        writes.append(functools.partial(replace_run_errors, tables, errors, state.run_id))
+    return writes
+
+
+def _breach(report: RunReport, breached: List[str], published: bool) -> None:
+    message = "thresholds breached (job.thresholds): " + "; ".join(breached)
+    if not published:
+        report.items_embedded = 0  # processed, but none merged
+        raise RunThresholdError(
+            message + ". The run's embeddings were not merged; error rows and caches were "
+            "written; its items are selected again by the next run"
+        )
+    log.warning("%s: the run is degraded", message)
+    report.status, report.message = "degraded", message
+
+
+def remove_items(spark, tables: Tables, config: VlclipConfig) -> int:
+    """Delete the version's embeddings of items in no catalog row, guarded by job.max_removed_fraction."""
+    from pyspark.sql import functions as F
+
+    ids = normalise(read_catalog(spark, config.catalog)).select(S.ITEM_ID)
+    gone = removed_items(tables, ids, config.model_version).count()
+    if not gone:
+        return 0
+    stored = tables.read("embeddings").where(F.col(S.MODEL_VERSION) == F.lit(config.model_version)).count()
+    if gone > config.job.max_removed_fraction * stored:
+        raise RunThresholdError(
+            f"job.removed_items=delete would delete {gone} of {stored} embeddings of "
+            f"{config.model_version} (more than job.max_removed_fraction="
+            f"{config.job.max_removed_fraction}); nothing was deleted. Check the catalog, "
+            f"or raise job.max_removed_fraction"
+        )
+    return delete_removed_items(tables, ids, config.model_version)
+
+
+def _read_outputs(spark, state: RunState):
+    if not state.shards():
+        return None
+    return spark.read.parquet(storage.spark_path(state.path("output")))
+
+
+def _embedding_rows(results, state: RunState):
+    from pyspark.sql import functions as F
+
+    return results.where(F.col(S.STATUS) == S.STATUS_OK).select(
+        S.ITEM_ID,
+        F.lit(state.manifest["model_version"]).alias(S.MODEL_VERSION),
+        S.CONTENT_HASH,
+        S.IMAGE_EMBEDDING,
+        S.TEXT_EMBEDDING,
+        S.EMBEDDING,
+        F.size(S.EMBEDDING).alias("embedding_dim"),
+        S.ENRICHED_TEXT,
+        S.ENRICHMENT_STATUS,
+        S.GROUNDING_BOX,
+        S.GROUNDING_SCORE,
+        S.GROUNDED,
+        S.PRODUCT_TYPE,
+        F.lit(state.run_id).alias(S.RUN_ID),
+        F.current_timestamp().alias(S.UPDATED_AT),
+    )
+
+
+def _error_rows(spark, state: RunState, results, model_version: str):
+    """This run's error rows (invalid catalog rows + failed items), or None when there are none to read."""
+    from pyspark.sql import functions as F
+
+    def shape(df, stage_col):
+        return df.select(
+            S.ITEM_ID,
+            F.lit(state.run_id).alias(S.RUN_ID),
+            F.lit(model_version).alias(S.MODEL_VERSION),
+            stage_col.alias("stage"),
+            S.ERROR_TYPE,
+            F.col(S.ERROR_MESSAGE).alias("message"),
+            F.current_timestamp().alias("occurred_at"),
+        )
+
+    parts = []
+    if state.manifest.get("items_invalid"):
+        parts.append(
+            shape(spark.read.parquet(storage.spark_path(state.path("catalog_errors"))), F.lit("catalog"))
+        )
+    if results is not None:
+        parts.append(shape(results.where(F.col(S.STATUS) == S.STATUS_ERROR), F.col(S.ERROR_STAGE)))
+    return functools.reduce(lambda a, b: a.unionByName(b), parts) if parts else None
+
+
+def run_concurrently(writes: List[Callable[[], None]]) -> None:
+    """Run independent table writes at once, then raise the first error, if any, once all have ended.
+
+    Each write is its own Delta commit on its own table (rerun-safe on its own), and most of a small
+    MERGE is driver-side latency (planning, reading the log, committing) that overlaps well.
+    """
+    if len(writes) <= 1:
+        for write in writes:
+            write()
+        return
+    with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="vlclip-commit") as pool:
+        futures = [pool.submit(write) for write in writes]
+    failures = [f.exception() for f in futures if f.exception() is not None]
+    for extra in failures[1:]:
+        log.error("another commit write failed too: %s", extra)
+    if failures:
+        raise failures[0]
+
+
+def _cache_writes(tables: Tables, results, config: VlclipConfig) -> List[Callable[[], None]]:
+    """The inserts of this run's fresh model outputs into the grounding and enrichment caches."""
+    from pyspark.sql import functions as F
+
+    now = F.current_timestamp()
+    grounding = (
+        results.where((F.col(S.GROUNDING_SOURCE) == S.SOURCE_MODEL) & F.col(S.GROUNDED).isNotNull())
+        .select(
+            S.IMAGE_URI,
+            F.col(S.IMAGE_SHA).alias("image_sha"),
+            F.lit(detector_identity(config)).alias("detector_id"),
+            F.col(S.GROUNDING_PROMPT).alias("prompt"),
+            F.col(S.GROUNDING_BOX).alias("box"),
+            F.col(S.GROUNDING_SCORE).alias("score"),
+            S.GROUNDED,
+            F.col(S.GROUNDING_REASON).alias("reason"),
+            now.alias("created_at"),
+        )
+        .dropDuplicates(["image_uri", "image_sha", "prompt"])
+    )
+    reusable = ~F.coalesce(F.col(S.ENRICHMENT_REASON), F.lit("")).startswith("llm_error")
+    enrichment = (
+        results.where(
+            (F.col(S.ENRICHMENT_SOURCE) == S.SOURCE_MODEL) & F.col(S.ENRICHED_TEXT).isNotNull() & reusable
+        )
+        .select(
+            S.TEXT_HASH,
+            S.ENRICHED_TEXT,
+            F.col(S.ENRICHMENT_STATUS).alias("status"),
+            F.col(S.ENRICHMENT_REASON).alias("reason"),
+            now.alias("created_at"),
+        )
+        .dropDuplicates([S.TEXT_HASH])
+    )
+    return [
+        functools.partial(
+            insert_new,
+            tables,
+            "grounding_cache",
+            grounding,
+            ("image_uri", "image_sha", "detector_id", "prompt"),
+        ),
+        functools.partial(insert_new, tables, "enrichment_cache", enrichment, (S.TEXT_HASH,)),
+    ]
+
+
+def _fill_counts(report: RunReport, state: RunState, error_counts: list) -> None:
+    totals = PipelineResult()
+    for summary in state.done_summaries():
+        totals.add(summary)
+    manifest = state.manifest
+    report.items_seen = int(manifest.get("items_seen", 0))
+    report.items_selected = int(manifest.get("items_selected", 0))
+    report.items_invalid = int(manifest.get("items_invalid", 0))
+    report.items_skipped = int(manifest.get("items_skipped", 0))
+    report.items_embedded = totals.ok
+    report.items_failed = totals.errors + report.items_invalid
+    report.detector_calls = totals.detector_items
+    report.llm_calls = totals.llm_calls
+    for name, seconds in totals.stage_seconds.items():
+        report.stage_seconds[name] = round(seconds, 3)
+        report.stage_items_per_s[name] = round(totals.rows / seconds, 2) if seconds > 0 else 0.0
+    report.error_counts = {}
+    for row in error_counts:
+        report.error_counts[row[S.ERROR_TYPE]] = report.error_counts.get(row[S.ERROR_TYPE], 0) + int(
+            row["count"]
+        )
+
+
+def outcome_counts(results, error_counts: list) -> Dict[str, int]:
+    """Items per outcome: embedded (and how: ungrounded image, fallback text) or failed per stage."""
+    from pyspark.sql import functions as F
+
+    counts: Dict[str, int] = {}
+    if results is not None:
+        ok = results.where(F.col(S.STATUS) == S.STATUS_OK)
+        row = ok.agg(
+            F.count(F.lit(1)).alias("embedded"),
+            F.sum(F.when(~F.col(S.GROUNDED), 1).otherwise(0)).alias("embedded_ungrounded"),
+            F.sum(F.when(F.col(S.ENRICHMENT_STATUS) == "fallback", 1).otherwise(0)).alias(
+                "embedded_text_fallback"
+            ),
+        ).first()
+        counts.update({k: int(v or 0) for k, v in row.asDict().items()})
+    for row in error_counts:
+        key = f"failed_{row['stage']}"
+        counts[key] = counts.get(key, 0) + int(row["count"])
+    return counts

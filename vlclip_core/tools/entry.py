@@ -1,0 +1,23 @@
+"""The one wrapper of every job's main(): a failure logs its traceback once, prints one line, exits 1."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Callable
+
+log = logging.getLogger("vlclip")
+
+
+def run_entry(what: str, body: Callable[[], int]) -> int:
+    """Run a job's body and return its exit code; any exception is the scheduler's exit 1.
+
+    The traceback goes to the log once (for the operator who reads it), the reason to stderr on one
+    line (for the scheduler's task summary).
+    """
+    try:
+        return body()
+    except Exception as err:  # noqa: BLE001 - the scheduler needs a reason and a non-zero exit
+        log.error("%s failed: %s: %s", what, type(err).__name__, err, exc_info=True)
+        print(f"vlclip: {what} failed: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
