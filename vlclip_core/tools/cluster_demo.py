@@ -23,7 +23,7 @@ from vlclip_core.logs import setup_logging
 
 log = logging.getLogger(__name__)
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tools/ -> root
 START_TIMEOUT_S = 120.0
 
 
