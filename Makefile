@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install models sample demo cluster-demo test bench profile gpu-check inspect clean smollm train-demo
+.PHONY: help install models sample demo cluster-demo lint test bench profile gpu-check inspect clean smollm train-demo
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -38,7 +38,10 @@ train-demo: models sample  ## embed the sample, fine-tune the tiny CLIP (Ray Tra
 	$(PY) -m vlclip_core.tools.train_demo --config conf/train_tiny.yaml $(TRAIN_DEMO_ARGS) \
 		--set embed.warehouse.path=build/train_demo/warehouse --set train.output_dir=build/train_demo/training
 
-test: install  ## run the test suite (real local Spark + Delta, local Ray, tiny models)
+lint: install  ## flake8 at the project's line length (setup.cfg)
+	$(VENV)/bin/flake8 vlclip_core jobs tests benchmarks
+
+test: install lint  ## lint, then run the test suite (real local Spark + Delta, local Ray, tiny models)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: install  ## run the benchmarks; writes bench_out/results.json and prints a table

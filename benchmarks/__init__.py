@@ -1,1 +1,4 @@
-"""vlclip benchmarks: `python -m benchmarks.run` (side-by-side comparisons) and `python -m benchmarks.gpu_check`."""
+"""vlclip benchmarks.
+
+`python -m benchmarks.run` runs the side-by-side comparisons; `python -m benchmarks.gpu_check` the GPU check.
+"""

@@ -1,4 +1,4 @@
-"""ANN index comparison: recall@10, build time and queries/s of the HNSW index vs exact inner-product search."""
+"""ANN index comparison: recall@10, build time and queries/s of HNSW vs exact inner-product search."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""The bare baseline: the project's own stage classes in one process, batched like the Ray chain, no Spark, no Ray."""
+"""The bare baseline: the project's own stage classes in one process, no Spark, no Ray.
+
+Batches are cut as the Ray chain cuts them.
+"""
 
 from __future__ import annotations
 

@@ -39,7 +39,9 @@ def image_pool(data_dir: str, pool: int, seed: int = 0) -> pa.Table:
 
 def cycled_catalog(data_dir: str, n_items: int, pool: int, seed: int = 0) -> str:
     """A catalog of `n_items` rows: item i is pool item i % pool with its own id (and a title suffix
-    from the second cycle on, so texts differ); smaller catalogs are the pool's first rows. Returns its directory."""
+    from the second cycle on, so texts differ); smaller catalogs are the pool's first rows.
+    Returns its directory.
+    """
     path = os.path.join(data_dir, f"catalog-{n_items}-pool{pool}-seed{seed}")
     if os.path.exists(os.path.join(path, READY)):
         return os.path.abspath(path)

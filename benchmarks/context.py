@@ -1,4 +1,4 @@
-"""What every comparison shares: options, the output directory, one Spark session, models, catalogs, timed runs."""
+"""What every comparison shares: options, output folder, one Spark session, models, catalogs, timed runs."""
 
 from __future__ import annotations
 

@@ -136,7 +136,7 @@ SMOKE = Spec(
 
 
 def build_detector(root: str, spec: Spec, device: str) -> str:
-    """Grounding DINO from config (random weights) + processor with a WordPiece vocabulary of the real size."""
+    """Grounding DINO from config (random weights) + processor with a real-size WordPiece vocabulary."""
     import torch
     from transformers import (
         BertConfig,
@@ -195,7 +195,7 @@ def build_clip(root: str, spec: Spec, device: str) -> Dict[str, Optional[str]]:
 
 
 def build_llm(root: str, spec: Spec, device: str) -> str:
-    """A Llama causal LM from config (bf16 on GPU) with the built-in BPE tokenizer padded to the real vocab."""
+    """A Llama causal LM from config (bf16 on GPU), the built-in BPE tokenizer padded to the real vocab."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -254,7 +254,7 @@ def stage_config(spec: Spec, device: str, detector: str, clip: dict, llm: str):
 
 @dataclass
 class GpuSampler:
-    """Streams `nvidia-smi --query-gpu=utilization.gpu,memory.used -lms 200` into (time, util %, MiB) samples."""
+    """Stream `nvidia-smi --query-gpu=utilization.gpu,memory.used -lms 200` into (time, util %, MiB)."""
 
     samples: List[tuple] = field(default_factory=list)
     _proc: Optional[subprocess.Popen] = None
@@ -386,7 +386,10 @@ def count_generated_tokens(backend) -> Dict[str, int]:
 
 
 def clip_forward_only(encoder, size: int, timed: int, gpu: GpuSampler, sync) -> dict:
-    """The image tower alone on a ready device tensor (no CPU preprocessing): the figure comparable to 312 img/s."""
+    """The image tower alone on a ready device tensor (no CPU preprocessing).
+
+    This is the figure comparable to 312 img/s.
+    """
     import torch
 
     h, w = encoder.preprocess.size

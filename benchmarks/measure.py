@@ -118,7 +118,7 @@ def _rss(proc: psutil.Process) -> float:
 
 
 def _descendants(proc: psutil.Process) -> List[tuple]:
-    """(process, first word of its command line) of every descendant (other users' processes are not counted)."""
+    """(process, first word of its command line) of every descendant; other users' processes are skipped."""
     try:
         kids = proc.children(recursive=True)
     except psutil.NoSuchProcess:

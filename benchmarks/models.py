@@ -1,4 +1,4 @@
-"""Benchmark model sizes: `tiny` (the test models) and `bench` (bigger, so models dominate decoding on CPU)."""
+"""Benchmark model sizes: `tiny` (the test models) and `bench` (big enough to dominate decoding on CPU)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""`make bench`: run the comparisons of issue 5 side by side in one process, print a table, write results.json."""
+"""`make bench`: the comparisons of issue 5 side by side in one process; a table and results.json."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from benchmarks.train_bench import train_throughput
 
 log = logging.getLogger("benchmarks.run")
 
-# Run order matters: naive_baseline and cache_win reuse framework_overhead's runs, peak_memory reads the others.
+# Run order matters: naive_baseline and cache_win reuse framework_overhead's runs,
+# peak_memory reads the others.
 COMPARISONS: Dict[str, Callable[[BenchContext], dict]] = {
     "framework_overhead": framework_overhead,
     "naive_baseline": naive_baseline,

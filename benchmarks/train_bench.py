@@ -1,4 +1,6 @@
-"""Training throughput: the Ray Train loop (TorchTrainer, one worker) vs a bare torch loop, same model/data/batch.
+"""Training throughput: the Ray Train loop (TorchTrainer, one worker) vs a bare torch loop.
+
+Same model, data and batch on both sides:
 
     python -m benchmarks.train_bench --out bench_out [--model-size tiny|bench] [--steps 60] [--batch-size 32]
 
@@ -29,7 +31,7 @@ log = logging.getLogger("benchmarks.train_bench")
 
 
 def write_bench_pairs(out: str, items: int, seed: int, max_side: int) -> str:
-    """A pairs Parquet (all train) from a generated sample catalog, built by the pairs module's own row code."""
+    """A pairs Parquet (all train) from a generated sample catalog, built by the pairs module's row code."""
     from vlclip_core.config import ImageConfig
     from vlclip_core.tools.sample_catalog import TRUE_BOX, make_sample_catalog, read_catalog
     from vlclip_core.train.config import DataConfig
@@ -185,7 +187,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     path = write_json(results, os.path.join(args.out, "train_bench"))
     r = results["train_throughput"]
     print(
-        f"pairs/s  bare {r['bare']['pairs_per_s']['median']}  ray_train {r['ray_train']['pairs_per_s']['median']}  "
+        f"pairs/s  bare {r['bare']['pairs_per_s']['median']}  "
+        f"ray_train {r['ray_train']['pairs_per_s']['median']}  "
         f"ratio {r['ratio_pairs_per_s']}"
     )
     print(f"wall s   bare {r['bare']['wall_s']['median']}  ray_train {r['ray_train']['wall_s']['median']}")

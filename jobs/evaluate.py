@@ -41,7 +41,8 @@ def _run(args: argparse.Namespace) -> int:
     reports = {f"#{i}": run_evaluation(cfg, ckpt) for i, ckpt in enumerate(args.checkpoint or [None])}
     for label, report in reports.items():
         print(
-            f"{label}: model_version {report.model_version} checkpoint {report.checkpoint} eval {report.eval_id}"
+            f"{label}: model_version {report.model_version} checkpoint {report.checkpoint} "
+            f"eval {report.eval_id}"
         )
     print(format_comparison(reports))
     return 0

@@ -1,4 +1,7 @@
-"""Entry point that builds/updates the similar-items ANN indexes from `embeddings` and prints neighbours (spark-submit or python -m)."""
+"""Entry point that builds/updates the similar-items ANN indexes from `embeddings` and prints neighbours.
+
+Runs under spark-submit or `python -m jobs.export_index`.
+"""
 
 from __future__ import annotations
 

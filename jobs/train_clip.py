@@ -71,7 +71,8 @@ def _run(args: argparse.Namespace) -> int:
     )
     print(f"checkpoint      {report.output_checkpoint}")
     print(
-        f"model_version   {report.output_model_version} (embed with --set models.clip.pretrained=<checkpoint>)"
+        f"model_version   {report.output_model_version} "
+        "(embed with --set models.clip.pretrained=<checkpoint>)"
     )
     return 0
 

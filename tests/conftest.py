@@ -1,4 +1,4 @@
-"""Session fixtures: one local Spark with Delta, one local Ray, tiny models and a sample catalog per test session."""
+"""Session fixtures: one local Spark with Delta, one local Ray, tiny models and a sample catalog."""
 
 from __future__ import annotations
 

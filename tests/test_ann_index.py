@@ -1,4 +1,4 @@
-"""The HNSW item index on its own: upserts, masked removals, compaction, save/load, and the recall benchmark's figures."""
+"""The HNSW item index on its own: upserts, masked removals, compaction, save/load, the recall figures."""
 
 from __future__ import annotations
 

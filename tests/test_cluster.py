@@ -1,4 +1,4 @@
-"""The job on a real cluster: Spark standalone master + worker and a Ray head as separate processes, via spark-submit."""
+"""The job via spark-submit on a real cluster: Spark master + worker and a Ray head as separate processes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input and faults through the whole job; the run invariant is checked after each (real Spark, Ray, HTTP)."""
+"""Bad input and faults through the whole job, the run invariant checked after each (real Spark/Ray/HTTP)."""
 
 from __future__ import annotations
 

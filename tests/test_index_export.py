@@ -1,4 +1,4 @@
-"""Two job runs into a warehouse with deletion vectors off: delta-rs reads it, and the ANN index follows its change feed."""
+"""Two job runs into a warehouse without deletion vectors: delta-rs reads it, the ANN index follows CDF."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Deletion vectors and change data feed as config: what each reader makes of the embeddings table, and switching them."""
+"""Deletion vectors and change data feed as config: what each reader sees, and switching them."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training profile: YAML + overrides, embed.* routing, validation naming the bad value; the batch order."""
+"""The training profile: YAML + overrides, embed.* routing, validation naming the bad value, batch order."""
 
 import numpy as np
 import pytest

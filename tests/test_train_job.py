@@ -1,4 +1,4 @@
-"""Fine-tuning and evaluation end to end: embedding run -> pairs -> Ray Train -> checkpoint -> embed + evaluate."""
+"""Fine-tuning and evaluation end to end: embed -> pairs -> Ray Train -> checkpoint -> embed + evaluate."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_loss_decreases_and_the_run_is_recorded(spark, trained):
 
 
 def test_training_resumes_after_the_process_is_killed(spark, trained, tiny_models):
-    """SIGKILL `python -m jobs.train_clip` once Ray Train has registered a checkpoint; rerun the same run id."""
+    """SIGKILL `python -m jobs.train_clip` once Ray Train has a checkpoint; rerun the same run id."""
     from jobs.train_clip import main
 
     # the fixture's output directory and data: the pairs are written already, the subprocess reuses them

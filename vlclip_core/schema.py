@@ -102,8 +102,8 @@ RUNS_DDL = """
 run_id STRING NOT NULL, mode STRING, status STRING, started_at TIMESTAMP, finished_at TIMESTAMP,
 items_seen BIGINT, items_invalid BIGINT, items_selected BIGINT, items_embedded BIGINT, items_failed BIGINT,
 items_removed BIGINT, items_skipped BIGINT, detector_calls BIGINT, llm_calls BIGINT,
-phase_seconds MAP<STRING,DOUBLE>, stage_seconds MAP<STRING,DOUBLE>, stage_items_per_s MAP<STRING,DOUBLE>, error_counts MAP<STRING,BIGINT>,
-outcome_counts MAP<STRING,BIGINT>,
+phase_seconds MAP<STRING,DOUBLE>, stage_seconds MAP<STRING,DOUBLE>, stage_items_per_s MAP<STRING,DOUBLE>,
+error_counts MAP<STRING,BIGINT>, outcome_counts MAP<STRING,BIGINT>,
 config_hash STRING, model_version STRING, message STRING
 """
 

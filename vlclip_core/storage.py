@@ -1,4 +1,4 @@
-"""Filesystem helpers for the staging directory: local paths or any pyarrow filesystem URI (s3://, hdfs://...)."""
+"""Filesystem helpers for the staging directory: local paths or any pyarrow filesystem URI (s3://, ...)."""
 
 from __future__ import annotations
 

@@ -5,7 +5,13 @@ every section class, the loader and the checks.
 """
 
 from vlclip_core.config.checks import check_prompt_template, check_run_id  # noqa: F401
-from vlclip_core.config.identity import RunIdentities, detector_identity, digest, llm_identity, run_identities  # noqa: F401
+from vlclip_core.config.identity import (  # noqa: F401
+    RunIdentities,
+    detector_identity,
+    digest,
+    llm_identity,
+    run_identities,
+)
 from vlclip_core.config.loader import apply_override, build, load_config, read_profile  # noqa: F401
 from vlclip_core.config.sections import (  # noqa: F401
     CatalogConfig,

@@ -1,4 +1,4 @@
-"""A similar-items ANN index keyed by item_id (FAISS HNSW, inner product) with upserts, removals and save/load."""
+"""A similar-items ANN index keyed by item_id (FAISS HNSW, inner product): upserts, removals, save/load."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Keep one ANN index per model_version in step with the embeddings table: full read, or its change data feed."""
+"""Keep one ANN index per model_version in step with the embeddings table (full read or change feed)."""
 
 from __future__ import annotations
 

@@ -43,7 +43,7 @@ def build_tiny_clip(out_dir: str, seed: int = 0) -> Dict[str, str]:
 
 
 def save_seeded_clip(out_dir: str, name: str, architecture: dict, seed: int) -> Dict[str, str]:
-    """Register open_clip architecture `name`, build it with seeded weights and save it under <out_dir>/clip."""
+    """Register open_clip architecture `name`, build it with seeded weights, save it under <out_dir>/clip."""
     import open_clip
 
     from vlclip_core.models.clip import register_config_dir

@@ -1,4 +1,4 @@
-"""The Ray Data chain over staged shards: read -> decode tasks -> grounding -> enrichment -> CLIP -> writer."""
+"""The Ray Data chain over staged shards: read -> decode -> grounding -> enrichment -> CLIP -> writer."""
 
 from __future__ import annotations
 

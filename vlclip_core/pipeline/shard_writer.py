@@ -1,4 +1,4 @@
-"""The shard writer at the end of the Ray pipeline: one Parquet part per (batch, shard), and a summary row per shard."""
+"""The shard writer at the end of the Ray chain: one Parquet part per (batch, shard), a summary per shard."""
 
 from __future__ import annotations
 

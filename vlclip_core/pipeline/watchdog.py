@@ -1,4 +1,4 @@
-"""The driver side of a running pipeline: consume the writer's summaries, fail a pipeline that stops moving."""
+"""The driver side of a running pipeline: consume the writer's summaries, fail one that stops moving."""
 
 from __future__ import annotations
 

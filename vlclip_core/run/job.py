@@ -1,4 +1,4 @@
-"""One run of the catalog-embedding job: stage the work set (Spark), run the stages (Ray), commit (Delta MERGE)."""
+"""One run of the catalog-embedding job: stage the work set (Spark), run stages (Ray), commit (Delta)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Driver-side checks before any Spark or Ray work: every model path or hub id resolves (tiny models: built)."""
+"""Driver-side checks before any Spark or Ray work: every model path or hub id resolves."""
 
 from __future__ import annotations
 
@@ -65,7 +65,10 @@ def _hub_or_dir(name: str, path: str, weights_file: Optional[str] = None) -> Opt
     if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes") and not _in_hub_cache(
         path, weights_file
     ):
-        return f"{name}={path!r} is not a local directory and not in the Hugging Face cache (HF_HUB_OFFLINE is set)"
+        return (
+            f"{name}={path!r} is not a local directory and not in the Hugging Face cache "
+            "(HF_HUB_OFFLINE is set)"
+        )
     return None
 
 

@@ -9,8 +9,8 @@ def format_summary(report) -> str:
     """Render a RunReport as a short block of text for the job's stdout."""
     took = (report.finished_at - report.started_at).total_seconds() if report.finished_at else 0.0
     lines = [
-        f"vlclip run {report.run_id} — {report.status} ({report.mode}{', resumed' if report.resumed else ''}) "
-        f"in {format_duration(took)}",
+        f"vlclip run {report.run_id} — {report.status} "
+        f"({report.mode}{', resumed' if report.resumed else ''}) in {format_duration(took)}",
         f"  model_version   {report.model_version}",
         f"  items           seen {report.items_seen}, invalid {report.items_invalid}, "
         f"selected {report.items_selected}, embedded {report.items_embedded}, failed {report.items_failed}, "

@@ -1,4 +1,4 @@
-"""Decide the work set with Spark (incremental or backfill), join the stage caches, stage it as Parquet shards."""
+"""Decide the work set with Spark (incremental or backfill), join the stage caches, write Parquet shards."""
 
 from __future__ import annotations
 
@@ -128,12 +128,12 @@ def write_work_set(
 ) -> StagedCounts:
     """Write the work set and the invalid catalog rows under the run directory; record shard sizes.
 
-    `identities` key the selection (model_version) and the cache joins (detector, LLM). One Spark action counts the rows of each
-    class; the work set and the invalid rows are written (each a second pass over the catalog) only
-    when there are some, so a run that selects nothing makes one pass and writes nothing but its
-    manifest. Selected items whose image failed for good within `retry_failed_after_hours` are
-    skipped (counted). The recorded counts are those of the files written, so they agree with what
-    the later phases read even if the catalog changed meanwhile.
+    `identities` key the selection (model_version) and the cache joins (detector, LLM). One Spark
+    action counts the rows of each class; the work set and the invalid rows are written (each a
+    second pass over the catalog) only when there are some, so a run that selects nothing makes one
+    pass and writes nothing but its manifest. Selected items whose image failed for good within
+    `retry_failed_after_hours` are skipped (counted). The recorded counts are those of the files
+    written, so they agree with what the later phases read even if the catalog changed meanwhile.
     """
     from pyspark.sql import functions as F
 

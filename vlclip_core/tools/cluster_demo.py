@@ -1,4 +1,7 @@
-"""`make cluster-demo`: a Spark standalone master + worker and a Ray head as separate processes, and the job run on them with spark-submit."""
+"""`make cluster-demo`: a Spark standalone master + worker and a Ray head as separate processes.
+
+The job runs on them with spark-submit.
+"""
 
 from __future__ import annotations
 
@@ -75,7 +78,7 @@ def base_env(**extra: str) -> Dict[str, str]:
 
 
 class Service:
-    """A long-running process in its own session (so stopping it takes its children along), logging to a file."""
+    """A long-running process in its own session (stopping it takes its children along), logging to a file."""
 
     def __init__(
         self, name: str, cmd: List[str], log_path: str, env: Dict[str, str], stop_grace_s: float = 20.0
@@ -228,7 +231,8 @@ def start_ray_head(
         "false",
         "--disable-usage-stats",
     ] + [str(a) for kv in ports.items() for a in kv]
-    # `ray start --block` outlives SIGTERM for long: its process group (GCS, raylet, workers) is killed after 5 s
+    # `ray start --block` outlives SIGTERM for long: its process group (GCS, raylet, workers)
+    # is killed after 5 s
     head = Service(
         "ray head", cmd, os.path.join(temp_dir, "ray-start.log"), base_env(**auth), stop_grace_s=5.0
     )
@@ -405,7 +409,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(run.stdout[-4000:])
     print(
         f"spark-submit --master {run.spark_master} with Ray at {run.ray_address}: exit {run.returncode} in "
-        f"{run.seconds}s; executors ran for {run.apps} on the worker; Ray actors on the head: {run.ray_actors}"
+        f"{run.seconds}s; executors ran for {run.apps} on the worker; "
+        f"Ray actors on the head: {run.ray_actors}"
     )
     if run.returncode:
         print(run.stderr[-4000:], file=sys.stderr)

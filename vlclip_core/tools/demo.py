@@ -1,4 +1,4 @@
-"""The embedded default: sample catalog + tiny offline models + one job run + a Spark SQL query over the result."""
+"""The embedded default: sample catalog + tiny offline models + one job run + a Spark SQL query on it."""
 
 from __future__ import annotations
 

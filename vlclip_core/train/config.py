@@ -1,4 +1,4 @@
-"""Typed configuration of the training and evaluation jobs: YAML profiles, `key=value` overrides, validation."""
+"""Typed configuration of the training and evaluation jobs: YAML profiles, `key=value` overrides, checks."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The training step and the Ray Train worker loop: symmetric InfoNCE on open_clip, step checkpoints, resume."""
+"""The training step and the Ray Train worker loop: symmetric InfoNCE on open_clip, checkpoints, resume."""
 
 from __future__ import annotations
 
@@ -124,7 +124,7 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def load_train_model(clip: ClipConfig, device: torch.device):
-    """The starting CLIP through the project's loader (the same code the embedding job uses), in train mode."""
+    """The starting CLIP through the project's loader (the embedding job's code), in train mode."""
     encoder = load_clip(dataclasses.replace(clip, device=str(device.type)), str(device.type))
     return encoder.model.train(), encoder
 

@@ -114,7 +114,7 @@ def newest_model_version(tables: Tables) -> str:
 def source_rows(
     spark, tables: Tables, embed: VlclipConfig, version: int, model_version: str, data: DataConfig
 ):
-    """Embeddings rows of `model_version` at `version`, with the catalog's image_uri and texts and the split."""
+    """Embeddings rows of `model_version` at `version`, with the catalog's image_uri, texts and split."""
     from pyspark.sql import functions as F
 
     emb = (

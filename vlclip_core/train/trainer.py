@@ -1,4 +1,4 @@
-"""The training run on the driver: pairs (Spark) -> Ray Train TorchTrainer -> open_clip checkpoint + runs row."""
+"""The training run on the driver: pairs (Spark) -> Ray Train TorchTrainer -> checkpoint + runs row."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def clip_for_workers(embed: VlclipConfig):
 
 
 def finish(report: TrainingReport, state: dict, cfg: TrainJobConfig, embed: VlclipConfig) -> None:
-    """Write the open_clip checkpoint (a plain state dict, as models.clip.pretrained loads) and fill the report."""
+    """Write the open_clip checkpoint (a state dict, as models.clip.pretrained loads); fill the report."""
     report.steps, report.losses = int(state["step"]), [float(v) for v in state["losses"]]
     if report.steps != cfg.train.steps:
         raise RuntimeError(f"run {report.run_id} stopped at step {report.steps} of {cfg.train.steps}")
