@@ -211,7 +211,7 @@ def test_a_stuck_stage_ends_the_run_naming_it_and_a_rerun_completes(
 def test_merge_failure_after_ray_commits_on_rerun_without_models(
     spark, make_config, sample_root, tmp_path, monkeypatch
 ):
-    import vlclip_core.run.job as job
+    import vlclip_core.run.commit as commit
 
     rows = items(sample_root, tmp_path / "images", 5)
     catalog = write_rows(rows, tmp_path / "cat", read_catalog(str(sample_root / "catalog")).schema)
@@ -220,7 +220,7 @@ def test_merge_failure_after_ray_commits_on_rerun_without_models(
     def broken_merge(*args, **kwargs):
         raise RuntimeError("simulated MERGE failure")
 
-    monkeypatch.setattr(job, "merge_embeddings", broken_merge)
+    monkeypatch.setattr(commit, "merge_embeddings", broken_merge)
     with pytest.raises(RuntimeError, match="simulated MERGE failure"):
         run_job(config, spark)
     monkeypatch.undo()
