@@ -39,7 +39,8 @@ class FakeLLMServer:
 
     mode: "ok" (responder's text), "slow" (sleep `delay_s` first, then ok), "fail_first" (HTTP
     `status` for the first `fail_count` requests, then ok), "status" (always HTTP `status`),
-    "invalid_json" (200 with a non-JSON body), "no_choices" (200 with {"choices": []}).
+    "invalid_json" (200 with a non-JSON body), "no_choices" (200 with {"choices": []}), "drip" (an ok
+    reply sent one byte every `delay_s`: each read is quick, the whole reply is not).
     `delay_s` also applies in "ok" mode, so tests can observe how many requests overlap.
     """
 
@@ -96,7 +97,7 @@ class FakeLLMServer:
 
     def _answer(self, number: int, body: dict):
         """(status, body bytes) for request number `number` (1-based)."""
-        if self.mode == "slow" or self.delay_s:
+        if self.mode == "slow" or (self.delay_s and self.mode != "drip"):
             self._stop.wait(self.delay_s)
         if self.mode == "status" or (self.mode == "fail_first" and number <= self.fail_count):
             return self.status, json.dumps({"error": {"message": "scripted failure"}}).encode()
@@ -117,6 +118,13 @@ class FakeLLMServer:
         }
         return 200, json.dumps(reply).encode()
 
+    def _drip(self, wfile, payload: bytes) -> None:
+        for i in range(len(payload)):
+            if self._stop.wait(self.delay_s):
+                return
+            wfile.write(payload[i:i + 1])
+            wfile.flush()
+
     def _handler_class(self):
         server = self
 
@@ -133,7 +141,10 @@ class FakeLLMServer:
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 try:
-                    self.wfile.write(payload)
+                    if server.mode == "drip":
+                        server._drip(self.wfile, payload)
+                    else:
+                        self.wfile.write(payload)
                 except OSError:
                     pass  # the client gave up (timeout test)
 

@@ -307,10 +307,11 @@ class LLMConfig:
     min_chars: int = 20
     max_chars: int = 600
     on_error: str = "fallback"  # fallback | error: what an LLM failure does to the item
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # openai: wall-clock limit of one request (connect, wait, whole reply)
     retries: int = 2
     backoff_s: float = 1.0
     max_concurrency: int = 8
+    max_reply_bytes: int = 1_000_000  # openai: a longer reply is an error, and not read further
     dtype: str = "float32"
     temperature: float = 0.0  # openai backend; the transformers backend always decodes greedily
     max_input_tokens: int = 2048  # transformers backend: longer prompts are cut in the middle
@@ -339,6 +340,7 @@ class LLMConfig:
         "retries": "pacing",
         "backoff_s": "pacing",
         "max_concurrency": "pacing",
+        "max_reply_bytes": "a bound on what is read from the server; a reply within it is used whole",
     }
 
     def validate(self) -> None:
@@ -358,7 +360,14 @@ class LLMConfig:
                 f"models.llm.max_rounds/retries/temperature must be >= 0, got "
                 f"{self.max_rounds}/{self.retries}/{self.temperature}"
             )
-        for name in ("max_concurrency", "max_new_tokens", "max_input_chars", "max_input_tokens", "timeout_s"):
+        for name in (
+            "max_concurrency",
+            "max_new_tokens",
+            "max_input_chars",
+            "max_input_tokens",
+            "timeout_s",
+            "max_reply_bytes",
+        ):
             positive(f"models.llm.{name}", getattr(self, name))
         self.prompt_digest()  # the prompt files exist and are valid: checked on the driver, before any work
 
