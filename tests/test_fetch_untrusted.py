@@ -370,3 +370,11 @@ def test_fsspec_stream_without_a_size_stops_at_the_cap(flaky_fs):
     err = error_of(key, cfg(allowed_schemes=["vlclip-flaky"], max_bytes=1000))
     assert err.error_type == "too_large"
     assert FlakyMemoryFS.bytes_read <= 1001
+
+
+def test_a_name_that_does_not_resolve_is_retried_as_a_connection_error(fake_dns):
+    _, calls = fake_dns
+    err = error_of("http://nowhere.test/a.jpg?sig=s3cr3t", cfg(retries=2))
+    assert err.error_type == "connection_error" and "cannot resolve nowhere.test" in err.message
+    assert "s3cr3t" not in err.message
+    assert calls == ["nowhere.test"] * 3

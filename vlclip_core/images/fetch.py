@@ -14,7 +14,7 @@ import urllib3.exceptions
 
 from vlclip_core.config import ImageConfig
 from vlclip_core.errors import ItemError
-from vlclip_core.images import safe_http
+from vlclip_core.images import netpolicy, safe_http
 from vlclip_core.redact import redact_uri, scrub
 
 __all__ = ["fetch_bytes", "redact_uri", "uri_scheme"]
@@ -184,6 +184,8 @@ def _http_once(uri: str, cfg: ImageConfig) -> bytes:
             return _read_body(resp, where, cfg, deadline)
         finally:
             safe_http.release(resp)
+    except netpolicy.UnresolvableHost as err:
+        raise _Transient("connection_error", f"{where}: {scrub(str(err))[:300]}") from err
     except urllib3.exceptions.NewConnectionError as err:  # a subclass of ConnectTimeoutError in urllib3 2
         raise _Transient("connection_error", f"{where}: {type(err).__name__}: {_reason(err)}") from err
     except urllib3.exceptions.TimeoutError as err:

@@ -23,6 +23,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
+class UnresolvableHost(OSError):
+    """The host does not resolve (an OSError, so a fetch retries it like a connection error)."""
+
+
 def system_resolver(host: str, port: int) -> List[str]:
     """Every address `host` resolves to (getaddrinfo), in the resolver's order."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -37,7 +41,7 @@ def pinned_address(host: str, port: int, cfg: ImageConfig, where: str) -> str:
     """The address to connect to for `host`: an IP literal as is, else the first resolved address.
 
     Raises ItemError("address_not_allowed") when any resolved address is in a refused range (and the
-    host is not in images.allowed_hosts), ItemError("connection_error") when the name does not resolve.
+    host is not in images.allowed_hosts), UnresolvableHost when the name does not resolve.
     """
     addresses = _resolve(host, port, where)
     if not host_is_allowed(host, port, cfg.allowed_hosts):
@@ -57,9 +61,9 @@ def _resolve(host: str, port: int, where: str) -> List[Address]:
     try:
         found = [ipaddress.ip_address(a.split("%", 1)[0]) for a in resolver(host, port)]
     except (OSError, UnicodeError, ValueError) as err:
-        raise ItemError("connection_error", f"{where}: cannot resolve {host}: {type(err).__name__}") from err
+        raise UnresolvableHost(f"cannot resolve {host}: {type(err).__name__}: {err}") from err
     if not found:
-        raise ItemError("connection_error", f"{where}: {host} resolves to no address")
+        raise UnresolvableHost(f"{host} resolves to no address")
     return found
 
 

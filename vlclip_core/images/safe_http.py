@@ -51,8 +51,8 @@ def get(uri: str, cfg: ImageConfig) -> urllib3.BaseHTTPResponse:
     """The streamed response of the last hop of GET `uri`, redirects followed (at most
     images.max_redirects), every hop checked first. The caller reads and then `release`s it.
 
-    Raises ItemError: bad_uri, scheme_not_allowed, address_not_allowed, too_many_redirects,
-    connection_error (name does not resolve); urllib3's exceptions pass through for the caller to map.
+    Raises ItemError: bad_uri, scheme_not_allowed, address_not_allowed, too_many_redirects;
+    netpolicy.UnresolvableHost (an OSError) and urllib3's exceptions pass through for the caller to map.
     """
     hop = check_hop(uri, cfg, redact_uri(uri))
     for redirects in range(cfg.max_redirects + 1):
