@@ -40,7 +40,8 @@ class FakeLLMServer:
     mode: "ok" (responder's text), "slow" (sleep `delay_s` first, then ok), "fail_first" (HTTP
     `status` for the first `fail_count` requests, then ok), "status" (always HTTP `status`),
     "invalid_json" (200 with a non-JSON body), "no_choices" (200 with {"choices": []}), "drip" (an ok
-    reply sent one byte every `delay_s`: each read is quick, the whole reply is not).
+    reply sent one byte every `delay_s`: each read is quick, the whole reply is not), "drip_headers"
+    (the same, from the status line on).
     `delay_s` also applies in "ok" mode, so tests can observe how many requests overlap.
     """
 
@@ -136,6 +137,13 @@ class FakeLLMServer:
                     status, payload = server._answer(number, body)
                 finally:
                     server._leave()
+                if server.mode == "drip_headers":
+                    head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(payload)}\r\n" + "X-Pad: x\r\n" * 50
+                    try:
+                        server._drip(self.wfile, head.encode() + b"\r\n" + payload)
+                    except OSError:
+                        pass
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))

@@ -138,6 +138,17 @@ def test_a_slow_drip_reply_is_cut_at_the_total_deadline():
     assert elapsed < 2 * 0.5 + 0.05 + 0.8
 
 
+def test_a_slow_drip_of_headers_is_cut_at_the_total_deadline():
+    """Headers are read inside the HTTP library: only shutting the socket down can end this one."""
+    with FakeLLMServer(mode="drip_headers", delay_s=0.02) as server:  # ~800 header bytes: ~16 s
+        backend = OpenAIChatBackend(_config(server.base_url, timeout_s=0.5, retries=0))
+        start = time.monotonic()
+        with pytest.raises(LLMTimeoutError):
+            backend.complete([{"role": "user", "content": "x"}])
+        elapsed = time.monotonic() - start
+    assert elapsed < 0.5 + 0.8
+
+
 def test_credentials_in_base_url_and_the_api_key_never_appear_in_errors_or_logs(monkeypatch, caplog):
     secret, key = "pw-9f3e1c7b2a", "sk-llm-0b7e94d1c3"
     monkeypatch.setenv("VLCLIP_TEST_UNTRUSTED_KEY", key)

@@ -78,10 +78,10 @@ def check_address(address: Address, allow_private: bool, host: str, where: str) 
     """Raise ItemError("address_not_allowed: <address>") when `address` is in a refused range."""
     kind = refused_kind(address, allow_private)
     if kind is not None:
+        opt_in = "images.allowed_hosts" + (" or images.allow_private_networks" if kind == "private" else "")
         raise ItemError(
             "address_not_allowed",
-            f"address_not_allowed: {address} is {kind} (host {host}; images.allowed_hosts or "
-            f"images.allow_private_networks can allow it): {where}",
+            f"address_not_allowed: {address} is {kind} (host {host}; {opt_in} can allow it): {where}",
         )
 
 
