@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 MASK = "***"
 _USERINFO = re.compile(r"//[^/@\s'\"]+@")
 _QUERY = re.compile(r"\?[^\s'\")]*")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
+_AUTH = re.compile(r"(?i)\b(bearer\s+|authorization[\"']?\s*[:=]\s*[\"']?(?:basic\s+|bearer\s+)?)[^\s\"',}]+")
 
 
 def redact_uri(uri: str) -> str:
@@ -36,7 +36,7 @@ def redact_uri(uri: str) -> str:
 def scrub(text: str, secrets: Iterable[Optional[str]] = ()) -> str:
     """`text` (a library's error message, a server's reply) without URL user info, query strings,
     Authorization header values and each of `secrets` (also in its percent-decoded form)."""
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", _QUERY.sub("", _USERINFO.sub("//", str(text))))
+    text = _AUTH.sub(lambda m: m.group(1) + MASK, _QUERY.sub("", _USERINFO.sub("//", str(text))))
     for secret in secrets:
         for form in {secret, unquote(secret)} if secret else ():
             if len(form) >= 4:
