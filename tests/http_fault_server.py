@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import io
 import socket
+import ssl
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,7 +35,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path = self.path.split("?", 1)[0]
-        self.server.fault.count(path)
+        self.server.fault.count(path, self.headers.get("Host"))
         route = getattr(self, "_route_" + path.strip("/").replace(".", "_").replace("-", "_"), None)
         try:
             if route is None:
@@ -111,8 +112,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, b"", "image/jpeg")
 
     def _route_redirect_ok(self):
+        self._redirect("/ok.jpg")
+
+    def _route_redirect_away(self):
+        """Redirects to `fault.redirect_to` (another server, an internal address, another scheme)."""
+        self._redirect(self.server.fault.redirect_to)
+
+    def _route_redirect_loop(self):
+        self._redirect("/redirect-loop")
+
+    def _redirect(self, location: str):
         self.send_response(302)
-        self.send_header("Location", "/ok.jpg")
+        self.send_header("Location", location)
         self.send_header("Content-Length", "0")
         self.end_headers()
 
@@ -128,28 +139,45 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultServer:
-    """Start with `with FaultServer() as srv:`; `srv.url("/ok.jpg")`; `srv.hits["/flaky"]` counts requests."""
+    """Start with `with FaultServer() as srv:`; `srv.url("/ok.jpg")`; `srv.hits["/flaky"]` counts requests,
+    `srv.hosts` lists the Host header of each. `tls=(cert_file, key_file)` serves https instead."""
 
     def __init__(
-        self, slow_s: float = 3.0, big_bytes: int = 200_000, flaky_failures: int = 2, drip_s: float = 0.05
+        self,
+        slow_s: float = 3.0,
+        big_bytes: int = 200_000,
+        flaky_failures: int = 2,
+        drip_s: float = 0.05,
+        redirect_to: str = "/ok.jpg",
+        tls=None,
     ):
         self.jpeg = sample_jpeg()
         self.slow_s, self.big_bytes = slow_s, big_bytes
-        self.flaky_failures, self.drip_s = flaky_failures, drip_s
+        self.flaky_failures, self.drip_s, self.redirect_to = flaky_failures, drip_s, redirect_to
         self.hits = collections.Counter()
+        self.hosts = []
         self.stop = threading.Event()
         self._lock = threading.Lock()
         self._httpd = _Server(("127.0.0.1", 0), _Handler)
         self._httpd.fault = self
+        self.scheme = "https" if tls else "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
-    def count(self, path: str) -> None:
+    def count(self, path: str, host=None) -> None:
         with self._lock:
             self.hits[path] += 1
+            self.hosts.append(host)
 
-    def url(self, path: str) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}{path}"
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"{self.scheme}://{host}:{self.port}{path}"
 
     def __enter__(self) -> "FaultServer":
         self._thread.start()

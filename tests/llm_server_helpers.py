@@ -39,7 +39,9 @@ class FakeLLMServer:
 
     mode: "ok" (responder's text), "slow" (sleep `delay_s` first, then ok), "fail_first" (HTTP
     `status` for the first `fail_count` requests, then ok), "status" (always HTTP `status`),
-    "invalid_json" (200 with a non-JSON body), "no_choices" (200 with {"choices": []}).
+    "invalid_json" (200 with a non-JSON body), "no_choices" (200 with {"choices": []}), "drip" (an ok
+    reply sent one byte every `delay_s`: each read is quick, the whole reply is not), "drip_headers"
+    (the same, from the status line on).
     `delay_s` also applies in "ok" mode, so tests can observe how many requests overlap.
     """
 
@@ -96,7 +98,7 @@ class FakeLLMServer:
 
     def _answer(self, number: int, body: dict):
         """(status, body bytes) for request number `number` (1-based)."""
-        if self.mode == "slow" or self.delay_s:
+        if self.mode == "slow" or (self.delay_s and self.mode != "drip"):
             self._stop.wait(self.delay_s)
         if self.mode == "status" or (self.mode == "fail_first" and number <= self.fail_count):
             return self.status, json.dumps({"error": {"message": "scripted failure"}}).encode()
@@ -117,6 +119,13 @@ class FakeLLMServer:
         }
         return 200, json.dumps(reply).encode()
 
+    def _drip(self, wfile, payload: bytes) -> None:
+        for i in range(len(payload)):
+            if self._stop.wait(self.delay_s):
+                return
+            wfile.write(payload[i:i + 1])
+            wfile.flush()
+
     def _handler_class(self):
         server = self
 
@@ -128,12 +137,22 @@ class FakeLLMServer:
                     status, payload = server._answer(number, body)
                 finally:
                     server._leave()
+                if server.mode == "drip_headers":
+                    head = f"HTTP/1.0 200 OK\r\nContent-Length: {len(payload)}\r\n" + "X-Pad: x\r\n" * 50
+                    try:
+                        server._drip(self.wfile, head.encode() + b"\r\n" + payload)
+                    except OSError:
+                        pass
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 try:
-                    self.wfile.write(payload)
+                    if server.mode == "drip":
+                        server._drip(self.wfile, payload)
+                    else:
+                        self.wfile.write(payload)
                 except OSError:
                     pass  # the client gave up (timeout test)
 

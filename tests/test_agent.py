@@ -162,11 +162,11 @@ def test_input_is_cleaned_and_truncated_before_prompting():
     assert len(description) <= 400
 
 
-def test_parse_evaluation_is_lenient():
-    assert parse_evaluation('Sure! {"pass": true, "missing": []} Hope it helps').passed
-    verdict = parse_evaluation('```json\n{"pass": "false", "missing": "size", "reasons": ["vague"]}\n```')
+def test_parse_evaluation_takes_the_whole_reply_only():
+    verdict = parse_evaluation('```json\n{"pass": false, "missing": ["size"], "reasons": ["vague"]}\n```')
     assert (verdict.passed, verdict.missing, verdict.reasons) == (False, ["size"], ["vague"])
     assert verdict.parsed
+    assert not parse_evaluation('Sure! {"pass": true, "missing": []} Hope it helps').parsed
     assert not parse_evaluation('{not json} {"ok": 1}').parsed
     assert not parse_evaluation("").parsed
 

@@ -103,6 +103,7 @@ def test_bad_inputs_become_error_rows_and_a_dead_llm_falls_back(
             "images.backoff_s=0.05",
             "images.max_bytes=100000",
             "images.allowed_schemes=[file, http, https]",
+            "images.allowed_hosts=[127.0.0.1]",  # the loopback test server; other internal hosts stay refused
             "models.llm.backend=openai",
             f"models.llm.base_url={llm.base_url}",
             "models.llm.model=fake-llm",

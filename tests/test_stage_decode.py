@@ -18,7 +18,7 @@ from vlclip_core.stages.decode import DecodeStage, decode_batch
 
 
 def config(**images) -> VlclipConfig:
-    base = dict(read_timeout_s=0.5, retries=1, backoff_s=0.01, max_side=64)
+    base = dict(read_timeout_s=0.5, retries=1, backoff_s=0.01, max_side=64, allowed_hosts=["127.0.0.1"])
     base.update(images)
     return VlclipConfig(images=ImageConfig(**base))
 

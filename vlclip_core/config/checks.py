@@ -46,3 +46,29 @@ def check_prompt_template(template: str) -> None:
         ) from err
     if not rendered.strip():
         raise ConfigError(f"models.detector.prompt_template renders an empty prompt: {template!r}")
+
+
+def parse_host_entry(entry: Any) -> tuple:
+    """("name", port or None) of a host entry: "name", "name:port", "[ipv6]" or "[ipv6]:port"
+    (a bare IPv6 address has no port); ValueError names a bad entry."""
+    text = str(entry).strip().lower()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else (None if not rest else "bad")
+    elif text.count(":") == 1:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None
+    if not host or (port_text is not None and not port_text.isdigit()):
+        raise ValueError(f"{entry!r} is not host, host:port or [ipv6]:port")
+    return host, int(port_text) if port_text is not None else None
+
+
+def check_host_entries(name: str, entries: Any) -> None:
+    if not isinstance(entries, (list, tuple)):
+        raise ConfigError(f"{name} must be a list of host or host:port entries, got {entries!r}")
+    for entry in entries:
+        try:
+            parse_host_entry(entry)
+        except ValueError as err:
+            raise ConfigError(f"{name}: {err}") from err

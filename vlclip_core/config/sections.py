@@ -8,7 +8,15 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Dict, Optional
 
 from vlclip_core.config import identity
-from vlclip_core.config.checks import DTYPES, check_prompt_template, check_run_id, fraction, one_of, positive
+from vlclip_core.config.checks import (
+    DTYPES,
+    check_host_entries,
+    check_prompt_template,
+    check_run_id,
+    fraction,
+    one_of,
+    positive,
+)
 from vlclip_core.errors import ConfigError
 
 
@@ -206,6 +214,13 @@ class ImageConfig:
     # An image that failed for good (HTTP 404/410, missing file) is not fetched again for this long:
     # its items are skipped (counted in the runs row) until then, or until their image_uri changes.
     retry_failed_after_hours: float = 168.0  # 0: fetch again every run
+    # Image URLs are untrusted: loopback, link-local (cloud metadata), private, multicast and reserved
+    # addresses are refused unless the URL's host (or host:port) is listed here...
+    allowed_hosts: list = field(default_factory=list)
+    # ...or, for the private ranges only (RFC 1918, fc00::/7, 100.64.0.0/10), this is true.
+    allow_private_networks: bool = False
+    max_redirects: int = 5  # each hop is checked like the first URL
+    ca_bundle: Optional[str] = None  # CA certificates for https images (default: certifi's bundle)
 
     IDENTITY: ClassVar[tuple] = ("max_side",)
     OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
@@ -219,6 +234,10 @@ class ImageConfig:
         "max_bytes": "which items may be fetched, not what they become",
         "max_pixels": "which items may be decoded, not what they become",
         "retry_failed_after_hours": "when a failed image is fetched again",
+        "allowed_hosts": "which items may be fetched, not what they become",
+        "allow_private_networks": "which items may be fetched, not what they become",
+        "max_redirects": "which items may be fetched, not what they become",
+        "ca_bundle": "which image servers are trusted, not what their images become",
     }
 
     def validate(self) -> None:
@@ -226,11 +245,12 @@ class ImageConfig:
         positive("images.total_timeout_s", self.total_timeout_s)
         positive("images.max_pixels", self.max_pixels)
         positive("images.max_side", self.max_side)
-        if self.retries < 0 or self.retry_failed_after_hours < 0:
+        if self.retries < 0 or self.retry_failed_after_hours < 0 or self.max_redirects < 0:
             raise ConfigError(
-                f"images.retries and retry_failed_after_hours must be >= 0, got "
-                f"{self.retries}/{self.retry_failed_after_hours}"
+                f"images.retries, retry_failed_after_hours and max_redirects must be >= 0, got "
+                f"{self.retries}/{self.retry_failed_after_hours}/{self.max_redirects}"
             )
+        check_host_entries("images.allowed_hosts", self.allowed_hosts)
 
 
 @dataclass
@@ -287,10 +307,11 @@ class LLMConfig:
     min_chars: int = 20
     max_chars: int = 600
     on_error: str = "fallback"  # fallback | error: what an LLM failure does to the item
-    timeout_s: float = 60.0
+    timeout_s: float = 60.0  # openai: wall-clock limit of one request (connect, wait, whole reply)
     retries: int = 2
     backoff_s: float = 1.0
     max_concurrency: int = 8
+    max_reply_bytes: int = 1_000_000  # openai: a longer reply is an error, and not read further
     dtype: str = "float32"
     temperature: float = 0.0  # openai backend; the transformers backend always decodes greedily
     max_input_tokens: int = 2048  # transformers backend: longer prompts are cut in the middle
@@ -319,6 +340,7 @@ class LLMConfig:
         "retries": "pacing",
         "backoff_s": "pacing",
         "max_concurrency": "pacing",
+        "max_reply_bytes": "a bound on what is read from the server; a reply within it is used whole",
     }
 
     def validate(self) -> None:
@@ -338,7 +360,14 @@ class LLMConfig:
                 f"models.llm.max_rounds/retries/temperature must be >= 0, got "
                 f"{self.max_rounds}/{self.retries}/{self.temperature}"
             )
-        for name in ("max_concurrency", "max_new_tokens", "max_input_chars", "max_input_tokens", "timeout_s"):
+        for name in (
+            "max_concurrency",
+            "max_new_tokens",
+            "max_input_chars",
+            "max_input_tokens",
+            "timeout_s",
+            "max_reply_bytes",
+        ):
             positive(f"models.llm.{name}", getattr(self, name))
         self.prompt_digest()  # the prompt files exist and are valid: checked on the driver, before any work
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import logging
 import re
 import unicodedata
@@ -13,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Union
 from vlclip_core.config import LLMConfig
 from vlclip_core.errors import ItemError
 from vlclip_core.llm.prompts import PromptSet, load_prompts
+from vlclip_core.llm.verdict import Verdict, parse_verdict
 
 log = logging.getLogger(__name__)
 
@@ -41,14 +41,6 @@ class EnrichmentResult:
     status: str  # ok | refined | fallback
     reason: Optional[str]
     n_calls: int
-
-
-@dataclass(frozen=True)
-class Verdict:
-    passed: bool
-    missing: List[str]
-    reasons: List[str]
-    parsed: bool = True
 
 
 @dataclass
@@ -183,33 +175,8 @@ def _success_status(w: _Work) -> str:
 
 
 def parse_evaluation(reply: str) -> Verdict:
-    """The first JSON object with a "pass" key in `reply`; anything else is an unparsable failure."""
-    obj = _first_json_object(reply or "")
-    if obj is None or "pass" not in obj:
-        return Verdict(passed=False, missing=[], reasons=[], parsed=False)
-    passed = obj["pass"] is True or str(obj["pass"]).strip().lower() in ("true", "yes")
-    return Verdict(
-        passed=passed, missing=_str_list(obj.get("missing")), reasons=_str_list(obj.get("reasons"))
-    )
-
-
-def _first_json_object(text: str) -> Optional[dict]:
-    decoder = json.JSONDecoder()
-    for match in re.finditer(r"\{", text):
-        try:
-            obj, _ = decoder.raw_decode(text, match.start())
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
-    return None
-
-
-def _str_list(value: Any) -> List[str]:
-    if value is None or value == "":
-        return []
-    items = value if isinstance(value, list) else [value]
-    return [clean_text(str(v))[:200] for v in items if clean_text(str(v))]
+    """The verdict of an evaluate reply: the whole reply in a strict schema (llm/verdict.py)."""
+    return parse_verdict(reply)
 
 
 # --- text cleaning, checks and the fallback ---------------------------------------------------
