@@ -75,10 +75,17 @@ def _item(row: Dict[str, Any]) -> Dict[str, Any]:
     }
 
 
-def enrich_all(agent: EnrichmentAgent, items: List[Dict[str, Any]], batch_size: int) -> List[Any]:
+def enrich_all(agent: EnrichmentAgent, items: List[Dict[str, Any]], batch_size: int, sink) -> List[Any]:
+    """Outcomes of `items`, batch by batch; each batch is also written to `sink` (items.jsonl) at once,
+    so a run cut short by a timeout keeps what it enriched."""
     outcomes: List[Any] = []
     for start in range(0, len(items), batch_size):
-        outcomes += agent.enrich(items[start:start + batch_size])
+        chunk = items[start:start + batch_size]
+        done = agent.enrich(chunk)
+        for item, result in zip(chunk, done):
+            sink.write(json.dumps({**item, "result": _result_dict(result)}) + "\n")
+        sink.flush()
+        outcomes += done
         log.info("enriched %d/%d items", len(outcomes), len(items))
     return outcomes
 
@@ -175,9 +182,6 @@ def write_outputs(out_dir: str, report, timed: TimedBackend, items, results, sam
         json.dump(report, fh, indent=2)
     with open(os.path.join(out_dir, "report.html"), "w", encoding="utf-8") as fh:
         fh.write(render_html(report, items, results, sample))
-    with open(os.path.join(out_dir, "items.jsonl"), "w", encoding="utf-8") as fh:
-        for item, result in zip(items, results):
-            fh.write(json.dumps({**item, "result": _result_dict(result)}) + "\n")
     with open(os.path.join(out_dir, "replies.jsonl"), "w", encoding="utf-8") as fh:
         for reply in timed.replies:
             fh.write(json.dumps(reply) + "\n")
@@ -196,8 +200,10 @@ def run_report(config: VlclipConfig, items: List[dict], out_dir: str, sample: in
 
     timed = TimedBackend(build_backend(config))
     agent = EnrichmentAgent(timed, config.models.llm)
+    os.makedirs(out_dir, exist_ok=True)
     start = time.perf_counter()
-    results = enrich_all(agent, items, config.stages.enrichment.batch_size)
+    with open(os.path.join(out_dir, "items.jsonl"), "w", encoding="utf-8") as sink:
+        results = enrich_all(agent, items, config.stages.enrichment.batch_size, sink)
     report = build_report(agent, timed, items, results, time.perf_counter() - start)
     write_outputs(out_dir, report, timed, items, results, sample)
     log.info("enrichment report: %s", json.dumps(report))
