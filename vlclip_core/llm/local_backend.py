@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vlclip_core.config import ConfigError, LLMConfig
+from vlclip_core.llm.generation import cut_at_stop, logits_processors, stopping_criteria
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,8 @@ def resolve_device(device: str) -> str:
 
 
 class TransformersChatBackend:
-    """Generates chat replies with a causal LM: chat template, left padding, greedy decoding.
+    """Generates chat replies with a causal LM: chat template, left padding, greedy decoding with the
+    loop controls of the config (repetition penalty and no-repeat n-grams over the reply, stop strings).
 
     `chat(conversations)` returns one reply per conversation (text or the exception that ended it).
     Prompts longer than `max_input_tokens` (or the model's context minus `max_new_tokens`) are cut
@@ -73,17 +75,20 @@ class TransformersChatBackend:
 
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str]) -> List[str]:
-        """Greedy continuation of each prompt, decoded without special tokens."""
+        """Greedy continuation of each prompt, decoded without special tokens, cut at a stop string."""
         encoded = [self._bounded_ids(p) for p in prompts]
         batch = self.tokenizer.pad({"input_ids": encoded}, padding=True, return_tensors="pt").to(self.device)
+        prompt_len = batch["input_ids"].shape[1]
         output = self.model.generate(
             **batch,
             max_new_tokens=self.config.max_new_tokens,
             do_sample=False,
             pad_token_id=self.tokenizer.pad_token_id,
+            logits_processor=logits_processors(self.config, prompt_len),
+            stopping_criteria=stopping_criteria(self.config, self.tokenizer, prompt_len),
         )
-        new_tokens = output[:, batch["input_ids"].shape[1] :]
-        return [text.strip() for text in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        replies = self.tokenizer.batch_decode(output[:, prompt_len:], skip_special_tokens=True)
+        return [cut_at_stop(text, self.config.stop).strip() for text in replies]
 
     def _bounded_ids(self, prompt: str) -> List[int]:
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -152,6 +152,9 @@ class OpenAIChatBackend:
             "messages": list(messages),
             "temperature": self.config.temperature,
             "max_tokens": self.config.max_new_tokens,
+            "frequency_penalty": self.config.frequency_penalty,
+            "presence_penalty": self.config.presence_penalty,
+            **({"stop": list(self.config.stop)} if self.config.stop else {}),
         }
 
     def _session(self) -> requests.Session:
