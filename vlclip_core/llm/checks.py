@@ -16,6 +16,7 @@ MIN_LETTER_SHARE = 0.6  # share of letters among the non-space characters of a d
 
 _WORD = re.compile(r"\w+")
 _LABEL_LINE = re.compile(r"^([A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}):", re.MULTILINE)
+_DATA_BLOCK = re.compile(r"^<([a-z]+(?:_[a-z]+)*)>$", re.MULTILINE)  # <catalog_data> ... </catalog_data>
 _WORD_LIMIT = re.compile(r"\bat most (\d+) words\b", re.IGNORECASE)
 _MARKUP = ("```", "{\"", "[\"", "<|")
 
@@ -123,7 +124,9 @@ def check_name(reason: str) -> str:
 
 
 def _labels(prompt: str) -> List[str]:
-    return list(dict.fromkeys(_LABEL_LINE.findall(prompt)))
+    """Field labels ("Title:") and the names of the data blocks ("<catalog_data>" -> "Catalog data")."""
+    blocks = [name.replace("_", " ").capitalize() for name in _DATA_BLOCK.findall(prompt)]
+    return list(dict.fromkeys(blocks + _LABEL_LINE.findall(prompt)))
 
 
 def _has_label(text: str, label: str) -> bool:
