@@ -173,6 +173,7 @@ def test_submit_merges_into_the_users_packages_and_keeps_their_confs(capsys):
         "--conf",
         "spark.sql.extensions=com.example.Ext,io.delta.sql.DeltaSparkSessionExtension",
         "--job=export",
+        "--",
     )
     assert cmd.count("--packages") == 1
     assert cmd[cmd.index("--packages") + 1] == f"org.example:extra_2.13:1.0,{delta_package_of_delta_pip()}"
@@ -181,7 +182,7 @@ def test_submit_merges_into_the_users_packages_and_keeps_their_confs(capsys):
     ]
     assert cmd[-1].endswith(os.path.join("jobs", "export_index.py"))
     jars_cmd = printed_command(
-        capsys, "--jars", ",".join(cached_jars(installed_build()) or ["delta-spark.jar"])
+        capsys, "--jars", ",".join(cached_jars(installed_build()) or ["delta-spark.jar"]), "--"
     )
     assert "--packages" not in jars_cmd  # the user's own Delta jars are used as they are
 
@@ -197,6 +198,8 @@ def test_submit_uses_spark_home_and_its_spark_version(capsys, tmp_path, monkeypa
     )
 
 
-def test_submit_rejects_an_unknown_job(capsys):
+def test_submit_rejects_an_unknown_job_and_job_options_without_the_separator(capsys):
     assert submit_main(["--job", "nightly", "--", "--config", "x"]) == 2
     assert "--job must be one of embed, train, evaluate, export; got 'nightly'" in capsys.readouterr().err
+    assert submit_main(["--master", "yarn", "--config", "conf/prod.yaml"]) == 2
+    assert "the job's options (--config ...) go after `--`" in capsys.readouterr().err

@@ -69,6 +69,7 @@ with DAG(
         bash_command=f"{VLCLIP} submit --job export {SPARK_OPTIONS} -- --config {CONFIG} {EXPORT_OPTIONS} "
         "build",
         trigger_rule="none_failed",
+        skip_on_exit_code=None,  # any non-zero exit of the export is a failure
         cwd=WORKDIR,
         execution_timeout=timedelta(hours=2),
     )

@@ -18,8 +18,8 @@ log = logging.getLogger(__name__)
 JOBS = {"embed": "embed_catalog", "train": "train_clip", "evaluate": "evaluate", "export": "export_index"}
 USAGE = f"""usage: vlclip submit [--job {{{','.join(JOBS)}}}] [--print] [spark-submit options] -- [job opts]
 
-Runs spark-submit of jobs/<job>.py (from the installed vlclip) with --packages {{delta}} and the Delta
---conf flags added, everything else passed through; exits with spark-submit's exit code.
+Runs spark-submit of jobs/<job>.py (from the installed vlclip) with the Delta package (--packages) and
+its two --conf flags added, everything else passed through; exits with spark-submit's exit code.
   --job     embed (default), train, evaluate or export
   --print   print the spark-submit command instead of running it
 spark-submit: $SPARK_HOME/bin/spark-submit when SPARK_HOME is set, else the installed pyspark's.
@@ -44,7 +44,9 @@ class SubmitArgs:
 def parse_submit_args(argv: Sequence[str]) -> SubmitArgs:
     """Split at the first `--`; before it, take out --job/--print and keep the rest for spark-submit."""
     argv = list(argv)
-    cut = argv.index("--") if "--" in argv else len(argv)
+    if "--" not in argv:
+        raise SubmitUsageError("the job's options (--config ...) go after `--`")
+    cut = argv.index("--")
     parsed = SubmitArgs(job_options=argv[cut + 1:])
     tokens = iter(argv[:cut])
     for token in tokens:
