@@ -203,3 +203,13 @@ def test_submit_rejects_an_unknown_job_and_job_options_without_the_separator(cap
     assert "--job must be one of embed, train, evaluate, export; got 'nightly'" in capsys.readouterr().err
     assert submit_main(["--master", "yarn", "--config", "conf/prod.yaml"]) == 2
     assert "the job's options (--config ...) go after `--`" in capsys.readouterr().err
+
+
+def test_the_message_without_an_ivy_cache_names_the_jars_on_maven_central(monkeypatch, tmp_path):
+    from vlclip_core.warehouse.delta_setup import DeltaBuild, missing_delta_message
+
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ivy2* there
+    message = missing_delta_message(DeltaBuild("4.4.0", "4.2.0"), "4.1.1")
+    assert "  --jars delta-spark_4.2_2.13-4.4.0.jar,delta-storage-4.4.0.jar" in message
+    assert "https://repo1.maven.org/maven2/io/delta/delta-storage/4.4.0/delta-storage-4.4.0.jar" in message
+    assert "this session runs Spark 4.1.1 but the installed pyspark is 4.2.0" in message
