@@ -85,11 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     unlock.add_argument("--config", required=True)
     unlock.add_argument("--set", dest="overrides", action="append", default=[])
     unlock.set_defaults(fn=_unlock)
+    sub.add_parser(
+        "submit",
+        add_help=False,
+        help="spark-submit a job with the Delta package: vlclip submit [--job embed|train|evaluate|export] "
+        "[spark-submit options] -- [job options]",
+    )
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     setup_logging("INFO")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["submit"]:  # its options are spark-submit's and the job's: not parsed here
+        from vlclip_core.tools.submit import main as submit_main
+
+        return submit_main(argv[1:])
     args = build_parser().parse_args(argv)
     return args.fn(args)
 

@@ -7,13 +7,19 @@ import os
 import sys
 
 from vlclip_core.config import SparkConfig
+from vlclip_core.warehouse.delta_setup import (
+    DELTA_API_CLASS,
+    DELTA_SQL_CONF,
+    DeltaSetupError,
+    installed_build,
+    missing_delta_message,
+)
 
 log = logging.getLogger(__name__)
 
-DELTA_SQL_CONF = {
-    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
-}
+# open-source Delta's log classes need its storage layer at run time (delta-storage, a jar of its own)
+OSS_DELTA_LOG_CLASS = "org.apache.spark.sql.delta.DeltaLog"
+DELTA_STORAGE_CLASS = "io.delta.storage.LogStore"
 
 # Local sessions only (under spark-submit the session is the user's; see README). PySpark 4 records the
 # Python call site of every Column and DataFrame call for error messages, at ~5 JVM round trips a call:
@@ -30,17 +36,25 @@ LOCAL_DEFAULTS = {
 
 
 def get_spark(cfg: SparkConfig):
-    """Return the active session (spark-submit) or build one with Delta from `cfg`.
+    """Return the active session or build one with Delta from `cfg`; raise DeltaSetupError without Delta.
 
-    Under spark-submit, pass the Delta package there (see README); locally the Delta jars are
-    resolved through `configure_spark_with_delta_pip` (Ivy cache, warmed by `make install`).
+    Under spark-submit the JVM is already running: pass the Delta package there (`vlclip submit` does,
+    see README); locally the Delta jars are resolved through `configure_spark_with_delta_pip` (Ivy
+    cache, warmed by `make install`).
     """
     from pyspark.sql import SparkSession
 
     keep_py4j_connections_across_fork()
-    active = SparkSession.getActiveSession()
-    if active is not None:
-        return active
+    session = SparkSession.getActiveSession()
+    if session is None:
+        session = _build_session(cfg)
+    check_delta_loaded(session)
+    return session
+
+
+def _build_session(cfg: SparkConfig):
+    from pyspark.sql import SparkSession
+
     builder = SparkSession.builder.appName(cfg.app_name)
     if cfg.master:
         builder = builder.master(cfg.master)
@@ -60,8 +74,40 @@ def get_spark(cfg: SparkConfig):
     return session
 
 
+def check_delta_loaded(session) -> None:
+    """Raise DeltaSetupError, naming the spark-submit flags to add, unless the Delta classes load.
+
+    Under spark-submit the classpath is fixed when the JVM starts, before any Python runs, so a
+    missing `--packages`/`--jars` can only be reported, not repaired, here.
+    """
+    missing = [name for name in _required_delta_classes(session) if not _class_loads(session, name)]
+    if missing:
+        raise DeltaSetupError(missing_delta_message(installed_build(), session.version))
+
+
+def _required_delta_classes(session) -> list:
+    if _class_loads(session, OSS_DELTA_LOG_CLASS):
+        return [DELTA_API_CLASS, DELTA_STORAGE_CLASS]
+    return [DELTA_API_CLASS]  # a Spark whose Delta is built in (Databricks) ships its own storage layer
+
+
+def _class_loads(session, name: str) -> bool:
+    """True when py4j resolves `name` to a class of the session's JVM (what Delta's Python API does)."""
+    from py4j.java_gateway import JavaClass
+
+    node = session.sparkContext._jvm
+    for part in name.split("."):
+        node = getattr(node, part)
+    return isinstance(node, JavaClass)
+
+
 def _delta_jars_missing() -> bool:
-    """True unless spark-submit already put the Delta jars on the classpath."""
+    """True when this process will start the JVM and nobody asked for the Delta jars yet.
+
+    Under spark-submit (PYSPARK_GATEWAY_PORT set) the JVM and its classpath exist already.
+    """
+    if os.environ.get("PYSPARK_GATEWAY_PORT"):
+        return False
     submitted = os.environ.get("PYSPARK_SUBMIT_ARGS", "") + os.environ.get("SPARK_SUBMIT_OPTS", "")
     return "delta-spark" not in submitted and "io.delta" not in submitted
 
