@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from vlclip_core.batch import is_null
 from vlclip_core.config import ImageConfig
 from vlclip_core.errors import ItemError
 from vlclip_core.images.codec import decode_image
@@ -149,7 +150,7 @@ def _html_item(row: dict, tile: Image.Image) -> str:
 
 
 def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_null(value):
         return "<span class='meta'>(none)</span>"
     return html.escape(str(value))
 
