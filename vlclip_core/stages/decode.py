@@ -66,8 +66,3 @@ def image_uri_of(value) -> str:
     if is_null(value) or not str(value).strip():
         raise ItemError("missing_image_uri", "image_uri is null or blank")
     return str(value).strip()
-
-
-def decode_batch(batch: Batch, config: VlclipConfig) -> Batch:
-    """Run the decode stage on one batch; a plain function so Ray Data can run it as a task."""
-    return DecodeStage(config)(batch)
