@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 
 from vlclip_core import schema as S
-from vlclip_core.batch import Batch
+from vlclip_core.batch import Batch, object_values
 from vlclip_core.config import VlclipConfig
 
 CACHE_COLUMNS = (
@@ -65,23 +65,16 @@ def steady_rate(marks: List[tuple]) -> Optional[float]:
     return sum(rows for _, rows in marks[1:]) / span
 
 
-def objects(values: Iterable) -> np.ndarray:
-    values = list(values)
-    col = np.empty(len(values), dtype=object)
-    col[:] = values
-    return col
-
-
 def work_batch(table: pa.Table) -> Batch:
     """Catalog rows as the staged work set looks to the stages: attributes as sorted JSON, empty caches."""
     n = table.num_rows
-    batch = {name: objects(table.column(name).to_pylist()) for name in TEXT_COLUMNS}
+    batch = {name: object_values(table.column(name).to_pylist()) for name in TEXT_COLUMNS}
     attrs = table.column(S.ATTRIBUTES).to_pylist()
-    batch[S.ATTRIBUTES_JSON] = objects(
+    batch[S.ATTRIBUTES_JSON] = object_values(
         None if a is None else json.dumps(dict(sorted(a)), separators=(",", ":")) for a in attrs
     )
     for name in CACHE_COLUMNS:
-        batch[name] = objects([None] * n)
+        batch[name] = object_values([None] * n)
     batch[S.CACHED_SCORE] = np.full(n, np.nan, dtype=np.float32)
     return batch
 

@@ -49,16 +49,12 @@ def synthetic_rows(keys, model_version: str, dim: int, seed: int):
 
 def nightly_noop(ctx: BenchContext) -> dict:
     """An unchanged catalog: run_job must select nothing and call no model; vs scan + left_anti join."""
-    from vlclip_core.config import llm_identity
-    from vlclip_core.selection.catalog import load_valid_and_invalid
-
     opts = ctx.options
     catalog = synthetic_catalog(ctx.data_dir, opts.noop_items)
     config = ctx.job_config(catalog, ctx.work_dir("noop-wh"), "tiny")
     tables = Tables(ctx.spark, config.warehouse)
     tables.ensure_all()
-    valid, _ = load_valid_and_invalid(ctx.spark, config.catalog, config.model_version, llm_identity(config))
-    keys = valid.select(S.ITEM_ID, S.CONTENT_HASH)
+    keys = valid_keys(ctx.spark, config, tables)
     merge_embeddings(
         tables,
         synthetic_rows(keys, config.model_version, NOOP_DIM, opts.seed),
@@ -98,11 +94,22 @@ def nightly_noop(ctx: BenchContext) -> dict:
     return {"figures": figures, "headline": rows}
 
 
+def valid_keys(spark, config, tables: Tables):
+    """(item_id, content_hash) of the catalog's valid rows, loaded and classified as the job does."""
+    from pyspark.sql import functions as F
+
+    from vlclip_core.selection.catalog import load_hashed
+    from vlclip_core.selection.workset import CLASS, SELECTED, classify
+
+    hashed = load_hashed(spark, config.catalog, config.model_version)
+    classified = classify(hashed, tables, "backfill", config.model_version)  # backfill: every valid row
+    return classified.where(F.col(CLASS) == SELECTED).select(S.ITEM_ID, S.CONTENT_HASH)
+
+
 def _hashed_anti_join_seconds(spark, config, tables: Tables) -> float:
     """The floor of any content-aware incremental run: read the model inputs, hash them as the job
     does, anti-join on (item_id, content_hash). No validation, no duplicate check, no bookkeeping."""
-    from vlclip_core.config import llm_identity
-    from vlclip_core.selection.catalog import normalise, read_catalog, with_hashes
+    from vlclip_core.selection.catalog import normalise, read_catalog, with_content_hash
 
     start = time.perf_counter()
     current = (
@@ -110,9 +117,7 @@ def _hashed_anti_join_seconds(spark, config, tables: Tables) -> float:
         .where(f"model_version = '{config.model_version}'")
         .select(S.ITEM_ID, S.CONTENT_HASH)
     )
-    hashed = with_hashes(
-        normalise(read_catalog(spark, config.catalog)), config.model_version, llm_identity(config)
-    )
+    hashed = with_content_hash(normalise(read_catalog(spark, config.catalog)), config.model_version)
     missing = hashed.join(current, [S.ITEM_ID, S.CONTENT_HASH], "left_anti").count()
     seconds = time.perf_counter() - start
     if missing:

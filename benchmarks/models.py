@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 from typing import Dict
 
-import torch
+from vlclip_core.models.tiny import seeded
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +112,7 @@ def _build_detector(out_dir: str, seed: int) -> str:
         decoder_n_points=2,
         max_text_len=128,
     )
-    with _seeded(seed):
+    with seeded(seed):
         model = GroundingDinoForObjectDetection(config).eval()
     model.save_pretrained(det_dir)
     return det_dir
@@ -135,18 +134,10 @@ def _build_llm(out_dir: str, seed: int) -> str:
         eos_token_id=tokenizer.eos_token_id,
         **BENCH_LLM,
     )
-    with _seeded(seed):
+    with seeded(seed):
         model = LlamaForCausalLM(config).eval()
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     tokenizer.save_pretrained(path)
     model.save_pretrained(path)
     return path
-
-
-@contextlib.contextmanager
-def _seeded(seed: int):
-    """Seed torch's global generator for model init without disturbing the caller's random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        yield

@@ -9,9 +9,9 @@ from typing import Dict, Iterator
 import numpy as np
 import pandas as pd
 
-from benchmarks.bare import CACHE_COLUMNS, build_stages, chain, objects
+from benchmarks.bare import CACHE_COLUMNS, build_stages, chain
 from vlclip_core import schema as S
-from vlclip_core.batch import Batch
+from vlclip_core.batch import Batch, object_values
 from vlclip_core.config import VlclipConfig
 
 OUTPUT_SCHEMA = "item_id string, status string, embedding array<float>, done_at double"
@@ -36,13 +36,13 @@ def frame_batch(frame: pd.DataFrame) -> Batch:
     """A pandas frame of catalog columns as a work batch (None for nulls, empty cache columns)."""
     n = len(frame)
     batch = {
-        c: objects(
+        c: object_values(
             None if v is None or (isinstance(v, float) and np.isnan(v)) else v for v in frame[c].tolist()
         )
         for c in INPUT_COLUMNS
     }
     for name in CACHE_COLUMNS:
-        batch[name] = objects([None] * n)
+        batch[name] = object_values([None] * n)
     batch[S.CACHED_SCORE] = np.full(n, np.nan, dtype=np.float32)
     return batch
 

@@ -19,8 +19,7 @@ from typing import List, Optional
 
 from benchmarks.catalogs import synthetic_catalog
 from benchmarks.context import BenchContext, BenchOptions, shutdown_ray
-from benchmarks.delta_bench import NOOP_DIM, synthetic_rows
-from vlclip_core import schema as S
+from benchmarks.delta_bench import NOOP_DIM, synthetic_rows, valid_keys
 from vlclip_core.warehouse.spark_session import get_spark
 from vlclip_core.warehouse.tables import Tables, merge_embeddings
 
@@ -43,19 +42,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
 
 def noop_config(ctx: BenchContext, n_items: int):
     """A warehouse whose embeddings are current for every item of a synthetic catalog."""
-    from vlclip_core.config import llm_identity
-    from vlclip_core.selection.catalog import load_valid_and_invalid
-
     config = ctx.job_config(
         synthetic_catalog(ctx.data_dir, n_items), ctx.work_dir(f"profile-noop-{n_items}"), "tiny"
     )
     tables = Tables(ctx.spark, config.warehouse)
     tables.ensure_all()
-    valid, _ = load_valid_and_invalid(ctx.spark, config.catalog, config.model_version, llm_identity(config))
     merge_embeddings(
         tables,
         synthetic_rows(
-            valid.select(S.ITEM_ID, S.CONTENT_HASH), config.model_version, NOOP_DIM, ctx.options.seed
+            valid_keys(ctx.spark, config, tables), config.model_version, NOOP_DIM, ctx.options.seed
         ),
         config.model_version,
         update_unchanged=False,

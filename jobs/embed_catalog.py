@@ -8,7 +8,7 @@ from typing import List, Optional
 
 from vlclip_core.config import load_config
 from vlclip_core.logs import setup_logging
-from vlclip_core.tools.entry import run_entry
+from vlclip_core.tools.entry import add_override_args, run_entry
 
 # 0: succeeded; 1: failed (nothing of a run that breached job.thresholds with on_breach=fail is merged);
 # 3: degraded (merged, but a threshold was breached with on_breach=degraded)
@@ -30,15 +30,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     )
     parser.add_argument("--mode", choices=("incremental", "backfill"), help="default: incremental")
     parser.add_argument("--run-id", help="resume (or create) this run id")
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, repeatable (e.g. --set stages.clip.batch_size=64)",
-    )
-    parser.add_argument("--log-level", default="INFO")
+    add_override_args(parser, "e.g. --set stages.clip.batch_size=64")
     return parser.parse_args(argv)
 
 

@@ -12,7 +12,7 @@ from typing import List, Optional
 
 from vlclip_core.config import load_config
 from vlclip_core.logs import setup_logging
-from vlclip_core.tools.entry import run_entry
+from vlclip_core.tools.entry import add_override_args, run_entry
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
@@ -27,15 +27,7 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser.add_argument(
         "--out", help="index root directory; overrides index.path (default <warehouse>/_index)"
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, repeatable",
-    )
-    parser.add_argument("--log-level", default="INFO")
+    add_override_args(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="bring the indexes to the table's latest version")
     build.add_argument(

@@ -7,8 +7,8 @@ import sys
 from typing import List, Optional
 
 from vlclip_core.logs import setup_logging
-from vlclip_core.tools.entry import run_entry
-from vlclip_core.train.config import load_train_config
+from vlclip_core.tools.entry import add_override_args, run_entry
+from vlclip_core.train.config import ABLATIONS, load_train_config
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -19,18 +19,10 @@ def add_common_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model-version", help="embeddings rows to use; overrides data.model_version")
     parser.add_argument(
         "--ablation",
-        choices=("none", "no_grounding", "no_enrichment", "no_grounding_no_enrichment"),
+        choices=ABLATIONS,
         help="overrides data.ablation",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="config override, repeatable (train.steps=500; embed.<key>=... for the embedding profile)",
-    )
-    parser.add_argument("--log-level", default="INFO")
+    add_override_args(parser, "train.steps=500; embed.<key>=... for the embedding profile")
 
 
 def overrides_from(args: argparse.Namespace, extra: Optional[dict] = None) -> tuple:

@@ -9,6 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from vlclip_core import schema as S
+from vlclip_core.batch import object_values
 from vlclip_core.config import VlclipConfig, load_config
 from vlclip_core.models.tiny import tiny_overrides
 
@@ -40,31 +41,25 @@ def grounding_batch(
     titles = titles or [f"title {i}" for i in range(n)]
     hw = np.array([img.shape[:2] if img is not None else (0, 0) for img in images], dtype=np.int32)
     batch = {
-        S.ITEM_ID: _objects([f"item-{i}" for i in range(n)]),
-        S.PRODUCT_TYPE: _objects(product_types),
-        S.TITLE: _objects(titles),
-        S.IMAGE_RGB: _objects([img.tobytes() if img is not None else None for img in images]),
+        S.ITEM_ID: object_values([f"item-{i}" for i in range(n)]),
+        S.PRODUCT_TYPE: object_values(product_types),
+        S.TITLE: object_values(titles),
+        S.IMAGE_RGB: object_values([img.tobytes() if img is not None else None for img in images]),
         S.IMAGE_HW: hw,
-        S.IMAGE_SHA: _objects([f"sha-{i}" for i in range(n)]),
+        S.IMAGE_SHA: object_values([f"sha-{i}" for i in range(n)]),
         S.CACHED_BOX: np.full((n, 4), np.nan, dtype=np.float32),
         S.CACHED_SCORE: np.full(n, np.nan, dtype=np.float32),
     }
     for col in (S.CACHED_IMAGE_SHA, S.CACHED_PROMPT, S.CACHED_GROUNDED, S.CACHED_GROUNDING_REASON):
-        batch[col] = _objects([None] * n)
+        batch[col] = object_values([None] * n)
     return batch
 
 
 def clip_batch(crops: Sequence[np.ndarray], texts: Sequence[Optional[str]]) -> dict:
     """A numpy batch with the columns the CLIP stage reads."""
     return {
-        S.ITEM_ID: _objects([f"item-{i}" for i in range(len(crops))]),
-        S.CROP_RGB: _objects([c.tobytes() for c in crops]),
+        S.ITEM_ID: object_values([f"item-{i}" for i in range(len(crops))]),
+        S.CROP_RGB: object_values([c.tobytes() for c in crops]),
         S.CROP_HW: np.array([c.shape[:2] for c in crops], dtype=np.int32),
-        S.ENRICHED_TEXT: _objects(texts),
+        S.ENRICHED_TEXT: object_values(texts),
     }
-
-
-def _objects(values) -> np.ndarray:
-    col = np.empty(len(values), dtype=object)
-    col[:] = list(values)
-    return col

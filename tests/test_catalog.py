@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from vlclip_core.config import CatalogConfig
+from vlclip_core import schema as S
+from vlclip_core.config import CatalogConfig, WarehouseConfig
 from vlclip_core.selection.catalog import (
     CatalogSchemaError,
-    load_valid_and_invalid,
+    load_hashed,
     read_catalog,
     validate_schema,
+    with_text_hashes,
 )
+from vlclip_core.selection.workset import CLASS, INVALID, SELECTED, classify
+from vlclip_core.warehouse.tables import Tables
 
 ROWS = [
     ("a", "Red Shoe", "http://x/a.jpg", "soft", "running shoe", {"color": "red", "size": "9"}),
@@ -26,6 +30,21 @@ DDL = (
 def write(spark, rows, path, fmt="parquet", ddl=DDL):
     spark.createDataFrame(rows, ddl).write.format(fmt).mode("overwrite").save(str(path))
     return str(path)
+
+
+def valid_and_invalid(spark, path, model_version="mv1", llm_identity="llm1"):
+    """The job's split of a catalog: load_hashed + classify, then the work set's text hashes.
+
+    Backfill selects every valid row and reads no warehouse table, so the warehouse is never created.
+    """
+    from pyspark.sql import functions as F
+
+    tables = Tables(spark, WarehouseConfig(path=path + "-warehouse"))
+    classified = classify(
+        load_hashed(spark, CatalogConfig(path=path), model_version), tables, "backfill", model_version
+    )
+    valid = with_text_hashes(classified.where(F.col(CLASS) == SELECTED), llm_identity)
+    return valid, classified.where(F.col(CLASS) == INVALID).select(S.ITEM_ID, S.ERROR_TYPE, S.ERROR_MESSAGE)
 
 
 def test_delta_catalog_is_detected_and_filter_is_applied(spark, tmp_path):
@@ -48,7 +67,7 @@ def test_optional_columns_may_be_absent(spark, tmp_path):
     path = write(
         spark, [("a", "t", "u")], tmp_path / "min", ddl="item_id string, title string, image_uri string"
     )
-    valid, invalid = load_valid_and_invalid(spark, CatalogConfig(path=path), "mv1", "llm1")
+    valid, invalid = valid_and_invalid(spark, path)
     assert valid.count() == 1 and invalid.count() == 0
     assert valid.first().attributes_json is None
 
@@ -61,7 +80,7 @@ def test_invalid_rows_are_split_off_with_reasons(spark, tmp_path):
         ("a", "dup", "u", None, None, None),
     ]
     path = write(spark, rows, tmp_path / "cat")
-    valid, invalid = load_valid_and_invalid(spark, CatalogConfig(path=path), "mv1", "llm1")
+    valid, invalid = valid_and_invalid(spark, path)
     assert sorted(r.item_id for r in valid.collect()) == ["b", "c"]
     got = sorted((r.item_id or "", r.error_type, r.error_message) for r in invalid.collect())
     assert got == [
@@ -76,7 +95,7 @@ def test_invalid_rows_are_split_off_with_reasons(spark, tmp_path):
 def test_hashes_are_stable_and_follow_their_inputs(spark, tmp_path):
     def hashes(rows, mv="mv1", llm="llm1"):
         path = write(spark, rows, tmp_path / f"h{abs(hash((str(rows), mv, llm)))}")
-        valid = load_valid_and_invalid(spark, CatalogConfig(path=path), mv, llm)[0]
+        valid = valid_and_invalid(spark, path, mv, llm)[0]
         return {r.item_id: (r.content_hash, r.text_hash, r.attributes_json) for r in valid.collect()}
 
     base = hashes(ROWS)
@@ -97,8 +116,6 @@ def test_hashes_match_stored_values(spark, tmp_path):
     """Hashes already stored in users' tables must keep matching: a change to how the job computes them
     would silently re-embed every item (content hash) or miss the enrichment cache (text hash).
     """
-    from vlclip_core.selection.catalog import normalise, with_hashes
-
     rows = [
         (
             "a",
@@ -111,8 +128,8 @@ def test_hashes_match_stored_values(spark, tmp_path):
         ("b", "Blue Bag", "http://x/b.jpg", None, None, None),
         ("c", 'Ünïcode "quoted"', "http://x/c.jpg", "line\nbreak", "lamp", {}),
     ]
-    df = normalise(read_catalog(spark, CatalogConfig(path=write(spark, rows, tmp_path / "g"))))
-    df = with_hashes(df, "mv1", "llm1")
+    catalog = CatalogConfig(path=write(spark, rows, tmp_path / "g"))
+    df = with_text_hashes(load_hashed(spark, catalog, "mv1"), "llm1")
     got = {r.item_id: (r.text_hash, r.attributes_json, r.content_hash) for r in df.collect()}
     assert got == {
         "a": (
@@ -138,10 +155,7 @@ def test_fingerprint_tells_apart_what_its_hash_function_would_not(spark, tmp_pat
 
     def content(rows):
         path = write(spark, rows, tmp_path / f"f{abs(hash(str(rows)))}")
-        return {
-            r.item_id: r.content_hash
-            for r in load_valid_and_invalid(spark, CatalogConfig(path=path), "mv1", "llm1")[0].collect()
-        }
+        return {r.item_id: r.content_hash for r in valid_and_invalid(spark, path)[0].collect()}
 
     variants = {
         "null value moved to another key": [{"color": None, "size": "M"}, {"color": "M", "size": None}],

@@ -17,11 +17,10 @@ from vlclip_core.index.export import (
     export_indexes,
     export_one,
     index_directory,
-    table_version,
 )
 from vlclip_core.run.job import run_job
 from vlclip_core.tools.sample_catalog import read_catalog, write_catalog
-from vlclip_core.warehouse.tables import Tables
+from vlclip_core.warehouse.tables import Tables, table_version
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 ITEMS = 10
@@ -134,7 +133,7 @@ def test_incremental_export_matches_a_full_rebuild_and_exact_search(spark, runs,
     export_one(
         Tables(spark, config.warehouse),
         config.model_version,
-        table_version(Tables(spark, config.warehouse)),
+        table_version(Tables(spark, config.warehouse), "embeddings"),
         config.index,
         rebuilt_dir,
         full=True,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 
 import pytest
 
@@ -11,8 +13,26 @@ from vlclip_core.models.tiny import tiny_overrides
 from vlclip_core.run.preflight import check_models
 
 
-def test_the_tiny_models_pass(tiny_models):
-    check_models(load_config("conf/tiny.yaml", tiny_overrides(tiny_models) + ("profile=custom",)))
+def files_under(root: str) -> dict:
+    """Every file below `root` with its modification time: what a build would change."""
+    return {
+        os.path.join(d, name): os.stat(os.path.join(d, name)).st_mtime_ns
+        for d, _, names in os.walk(root)
+        for name in names
+    }
+
+
+def test_the_tiny_models_pass_untouched_and_fail_without_their_config(tiny_models, tmp_path):
+    overrides = tiny_overrides(tiny_models) + ("profile=custom",)
+    root = os.path.dirname(tiny_models["detector"].rstrip("/"))
+    before = files_under(root)
+    assert check_models(load_config("conf/tiny.yaml", overrides)) is None
+    assert files_under(root) == before and len(before) > 5  # checked, not rebuilt
+    detector = tmp_path / "detector"
+    shutil.copytree(tiny_models["detector"], detector, ignore=shutil.ignore_patterns("config.json"))
+    expected = f"models.detector.path='{re.escape(str(detector))}' has no config.json$"
+    with pytest.raises(ConfigError, match=expected):
+        check_models(load_config("conf/tiny.yaml", overrides + (f"models.detector.path={detector}",)))
 
 
 def test_every_missing_model_is_named_at_once(tmp_path, monkeypatch):

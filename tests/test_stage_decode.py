@@ -14,7 +14,7 @@ from vlclip_core import schema as S
 from vlclip_core.batch import object_column
 from vlclip_core.config import ImageConfig, VlclipConfig
 from vlclip_core.errors import StageInputError
-from vlclip_core.stages.decode import DecodeStage, decode_batch
+from vlclip_core.stages.decode import DecodeStage
 
 
 def config(**images) -> VlclipConfig:
@@ -75,7 +75,7 @@ def test_mixed_batch_keeps_every_row_and_types_each_error(tmp_path, good_jpeg):
 
 
 def test_good_rows_carry_sha_pixels_and_size(good_jpeg):
-    out = decode_batch(batch_of([str(good_jpeg)]), config(max_side=64))
+    out = DecodeStage(config(max_side=64))(batch_of([str(good_jpeg)]))
     assert out[S.IMAGE_SHA][0] == hashlib.sha256(good_jpeg.read_bytes()).hexdigest()
     assert out[S.IMAGE_HW].dtype == np.int32 and out[S.IMAGE_HW].tolist() == [[48, 64]]
     pixels = np.frombuffer(out[S.IMAGE_RGB][0], dtype=np.uint8).reshape(48, 64, 3)

@@ -10,6 +10,7 @@ import torch
 from llm_server_helpers import FakeLLMServer, step_of
 
 from vlclip_core import schema as S
+from vlclip_core.batch import object_values
 from vlclip_core.config import (
     CatalogConfig,
     LLMConfig,
@@ -54,24 +55,19 @@ def _openai(server, **kw) -> VlclipConfig:
 def _batch(rows):
     """rows: dicts with title/description/attributes/cached; object columns with None for null."""
 
-    def col(values):
-        out = np.empty(len(values), dtype=object)
-        out[:] = values
-        return out
-
     attrs = [
         json.dumps(r["attributes"]) if isinstance(r.get("attributes"), dict) else r.get("attributes")
         for r in rows
     ]
     return {
-        S.ITEM_ID: col([f"item-{i}" for i in range(len(rows))]),
-        S.TITLE: col([r.get("title") for r in rows]),
-        S.DESCRIPTION: col([r.get("description") for r in rows]),
-        S.PRODUCT_TYPE: col([r.get("product_type", "dress") for r in rows]),
-        S.ATTRIBUTES_JSON: col(attrs),
-        S.CACHED_TEXT: col([r.get("cached") for r in rows]),
-        S.CACHED_ENRICHMENT_STATUS: col(["refined" if r.get("cached") else None for r in rows]),
-        S.CACHED_ENRICHMENT_REASON: col(["from cache" if r.get("cached") else None for r in rows]),
+        S.ITEM_ID: object_values([f"item-{i}" for i in range(len(rows))]),
+        S.TITLE: object_values([r.get("title") for r in rows]),
+        S.DESCRIPTION: object_values([r.get("description") for r in rows]),
+        S.PRODUCT_TYPE: object_values([r.get("product_type", "dress") for r in rows]),
+        S.ATTRIBUTES_JSON: object_values(attrs),
+        S.CACHED_TEXT: object_values([r.get("cached") for r in rows]),
+        S.CACHED_ENRICHMENT_STATUS: object_values(["refined" if r.get("cached") else None for r in rows]),
+        S.CACHED_ENRICHMENT_REASON: object_values(["from cache" if r.get("cached") else None for r in rows]),
     }
 
 

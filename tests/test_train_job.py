@@ -18,8 +18,7 @@ from vlclip_core import schema as S
 from vlclip_core.config import load_config
 from vlclip_core.run.job import run_job
 from vlclip_core.train.config import load_train_config
-from vlclip_core.train.pairs import table_version
-from vlclip_core.warehouse.tables import Tables
+from vlclip_core.warehouse.tables import Tables, table_version
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 SMALL = (
@@ -75,7 +74,7 @@ def test_loss_decreases_and_the_run_is_recorded(spark, trained):
     row = rows[0]
     assert row.status == "succeeded" and row.steps == 40 and row.resumed_from_step == 0
     assert row.data_model_version == trained["embed"].model_version
-    assert row.data_version == table_version(spark, tables.ref("embeddings"))
+    assert row.data_version == table_version(tables, "embeddings")
     assert row.train_items + row.eval_items + row.failed_items == TEST_ITEMS and row.failed_items == 0
     assert row.losses == pytest.approx(losses, rel=1e-6)
     assert row.hyper_parameters["batch_size"] == "8" and row.pairs_per_s > 0

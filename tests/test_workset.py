@@ -8,7 +8,7 @@ from vlclip_core import schema as S
 from vlclip_core.config import CatalogConfig, WarehouseConfig
 from vlclip_core.run.job import RunReport, record_run
 from vlclip_core.run.state import create_run
-from vlclip_core.selection.catalog import load_hashed, load_valid_and_invalid
+from vlclip_core.selection.catalog import load_hashed
 from vlclip_core.selection.workset import CLASS, classify
 from vlclip_core.warehouse.tables import Tables, table_schema
 
@@ -48,8 +48,7 @@ def test_each_catalog_row_gets_one_class(spark, tmp_path):
     tables = Tables(spark, WarehouseConfig(path=str(tmp_path / "wh")))
     tables.ensure_all()
     hashes = {
-        r.item_id: r.content_hash
-        for r in load_valid_and_invalid(spark, CatalogConfig(path=catalog), MV, LLM)[0].collect()
+        r.item_id: r.content_hash for r in load_hashed(spark, CatalogConfig(path=catalog), MV).collect()
     }
     # a: current; b: stored under another hash (changed); c: never embedded; "c" of another version
     # does not count; a duplicated stored row of "a" must not duplicate the work set; "z", stored but no

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Dict, Sequence
+import math
+from typing import Any, Dict, Iterable, Sequence
 
 import numpy as np
 
@@ -23,9 +24,21 @@ def batch_len(batch: Batch) -> int:
 
 
 def object_column(n: int, fill=None) -> np.ndarray:
-    col = np.empty(n, dtype=object)
-    col[:] = [fill] * n
+    """An object column of `n` cells, each `fill`."""
+    return object_values([fill] * n)
+
+
+def object_values(values: Iterable) -> np.ndarray:
+    """An object column with one cell per value (a list or an array value stays one cell)."""
+    values = list(values)
+    col = np.empty(len(values), dtype=object)
+    col[:] = values
     return col
+
+
+def is_null(value: Any) -> bool:
+    """A cell without a value: None, or the float NaN that Ray and pandas put in a null cell."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def writable(batch: Batch) -> Batch:

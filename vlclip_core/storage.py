@@ -10,9 +10,14 @@ from typing import List, Tuple
 import pyarrow.fs as pafs
 
 
+def is_local(uri: str) -> bool:
+    """A plain path or a file:// URI (a local or mounted filesystem), not an object store."""
+    return "://" not in uri or uri.startswith("file://")
+
+
 def resolve(uri: str) -> Tuple[pafs.FileSystem, str]:
     """Return (filesystem, path) for a local path or a filesystem URI."""
-    if "://" not in uri or uri.startswith("file://"):
+    if is_local(uri):
         return pafs.LocalFileSystem(), os.path.abspath(uri.replace("file://", "", 1))
     return pafs.FileSystem.from_uri(uri)
 

@@ -7,7 +7,9 @@ from typing import Any
 
 from vlclip_core.errors import ConfigError
 
+# Model dtype names (models.detector.dtype, models.llm.dtype); models.clip.precision takes the short forms.
 DTYPES = ("float32", "float16", "bfloat16")
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 _RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 
 

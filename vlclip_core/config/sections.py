@@ -7,9 +7,11 @@ import os
 from dataclasses import dataclass, field
 from typing import ClassVar, Dict, List, Optional
 
+from vlclip_core import storage
 from vlclip_core.config import identity
 from vlclip_core.config.checks import (
     DTYPES,
+    PRECISIONS,
     check_host_entries,
     check_prompt_template,
     check_run_id,
@@ -50,7 +52,7 @@ class WarehouseConfig:
 
     def validate(self) -> None:
         one_of("warehouse.run_lock", self.run_lock, ("auto", "file", "delta", "none"))
-        if self.run_lock == "file" and "://" in self.staging() and not self.staging().startswith("file://"):
+        if self.run_lock == "file" and not storage.is_local(self.staging()):
             raise ConfigError(
                 f"warehouse.run_lock=file needs a local or mounted staging directory, got "
                 f"{self.staging()!r}: use delta (or auto)"
@@ -425,7 +427,7 @@ class ClipConfig:
     }
 
     def validate(self) -> None:
-        one_of("models.clip.precision", self.precision, ("fp32", "fp16", "bf16"))
+        one_of("models.clip.precision", self.precision, tuple(PRECISIONS))
         if self.image_weight < 0 or self.text_weight < 0 or self.image_weight + self.text_weight == 0:
             raise ConfigError(
                 f"models.clip weights must be >= 0 and not both 0, got {self.image_weight}/{self.text_weight}"

@@ -16,7 +16,7 @@ from vlclip_core import schema as S
 from vlclip_core.config import IndexConfig, VlclipConfig
 from vlclip_core.index.ann import HnswParams, ItemIndex, read_state
 from vlclip_core.run.state import utcnow
-from vlclip_core.warehouse.tables import Tables
+from vlclip_core.warehouse.tables import Tables, table_version
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +65,10 @@ def export_indexes(
 ) -> List[ExportResult]:
     """Build or update the index of each model_version (default: every version in the table)."""
     tables = Tables(spark, config.warehouse)
-    version = table_version(tables)
+    version = table_version(tables, "embeddings")
     versions = list(model_versions) or model_versions_at(tables, version)
     root = config.index.directory(config.warehouse)
     return [export_one(tables, mv, version, config.index, index_directory(root, mv), full) for mv in versions]
-
-
-def table_version(tables: Tables) -> int:
-    return int(tables.delta("embeddings").history(1).select("version").first()[0])
 
 
 def model_versions_at(tables: Tables, version: int) -> List[str]:

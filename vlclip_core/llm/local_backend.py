@@ -10,11 +10,11 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from vlclip_core.config import ConfigError, LLMConfig
 from vlclip_core.llm.generation import cut_at_stop, logits_processors, stopping_criteria
+from vlclip_core.models.device import torch_dtype
 
 log = logging.getLogger(__name__)
 
 Conversation = Sequence[dict]
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def resolve_device(device: str) -> str:
@@ -36,7 +36,7 @@ class TransformersChatBackend:
     def __init__(self, config: LLMConfig, device: str = "auto"):
         self.config = config
         self.device = resolve_device(device)
-        dtype = _DTYPES[config.dtype] if self.device != "cpu" else torch.float32
+        dtype = torch_dtype(config.dtype, torch.device(self.device))
         kwargs = {"gguf_file": config.gguf_file} if config.gguf_file else {}
         log.info(
             "loading LLM %s (gguf_file=%s) on %s (%s)", config.path, config.gguf_file, self.device, dtype

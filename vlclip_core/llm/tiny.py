@@ -6,9 +6,10 @@ import logging
 import os
 import string
 
-import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from vlclip_core.models.tiny import seeded
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +78,7 @@ def _tiny_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlamaForCausal
         eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True,
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         model = LlamaForCausalLM(config)
     model.generation_config.do_sample = False
     model.generation_config.pad_token_id = tokenizer.pad_token_id

@@ -5,15 +5,7 @@ from __future__ import annotations
 import torch
 
 from vlclip_core.config import ConfigError
-
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-}
+from vlclip_core.config.checks import DTYPES, PRECISIONS
 
 
 def pick_device(*preferences: str) -> torch.device:
@@ -35,6 +27,7 @@ def pick_device(*preferences: str) -> torch.device:
 
 def torch_dtype(name: str, device: torch.device) -> torch.dtype:
     """The torch dtype for a config name ("float16", "fp16", ...); always float32 on CPU."""
-    if name not in _DTYPES:
-        raise ConfigError(f"unknown dtype {name!r}; expected one of {', '.join(_DTYPES)}")
-    return _DTYPES[name] if device.type == "cuda" else torch.float32
+    full_name = PRECISIONS.get(name, name)
+    if full_name not in DTYPES:
+        raise ConfigError(f"unknown dtype {name!r}; expected one of {', '.join(DTYPES + tuple(PRECISIONS))}")
+    return getattr(torch, full_name) if device.type == "cuda" else torch.float32

@@ -53,7 +53,7 @@ def save_seeded_clip(out_dir: str, name: str, architecture: dict, seed: int) -> 
     with open(os.path.join(clip_dir, f"{name}.json"), "w", encoding="utf-8") as fh:
         json.dump(architecture, fh, indent=2, sort_keys=True)
     register_config_dir(clip_dir)
-    with _seeded(seed):
+    with seeded(seed):
         model = open_clip.create_model(name, pretrained=None)
     checkpoint = os.path.join(clip_dir, TINY_CLIP_CHECKPOINT)
     torch.save(model.state_dict(), checkpoint)
@@ -73,7 +73,7 @@ def build_tiny_detector(out_dir: str, seed: int = 0) -> str:
     tokenizer = BertTokenizerFast(vocab=tiny_bert_vocab())
     image_processor = GroundingDinoImageProcessor(size={"shortest_edge": 128, "longest_edge": 192})
     GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(det_dir)
-    with _seeded(seed):
+    with seeded(seed):
         model = GroundingDinoForObjectDetection(_tiny_grounding_dino_config(len(tokenizer))).eval()
     model.save_pretrained(det_dir)
     return det_dir
@@ -117,7 +117,7 @@ def build_tiny_owlv2(out_dir: str, seed: int = 0) -> str:
         image_size=64,
         patch_size=16,
     )
-    with _seeded(seed):
+    with seeded(seed):
         config = Owlv2Config(text_config=text, vision_config=vision, projection_dim=32)
         model = Owlv2ForObjectDetection(config)
     model.eval().save_pretrained(owl_dir)
@@ -220,7 +220,7 @@ def _tiny_grounding_dino_config(vocab_size: int):
 
 
 @contextlib.contextmanager
-def _seeded(seed: int):
+def seeded(seed: int):
     """Seed torch's global generator for model init without disturbing the caller's random state."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

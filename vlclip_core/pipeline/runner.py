@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 
 from vlclip_core import schema as S
 from vlclip_core import storage
+from vlclip_core.batch import object_column
 from vlclip_core.config import VlclipConfig
 from vlclip_core.pipeline.chain import build_dataset
 from vlclip_core.pipeline.heartbeat import start_heartbeat, stop_run_actors
@@ -125,13 +126,12 @@ def fail_lost_rows(state: RunState, shard: int, summary: Optional[Dict]) -> Dict
     batch.update(
         {
             S.SHARD_ID: np.full(n, shard, dtype=np.int32),
-            S.STATUS: np.full(n, S.STATUS_ERROR, dtype=object),
-            S.ERROR_STAGE: np.full(n, "pipeline", dtype=object),
-            S.ERROR_TYPE: np.full(n, "batch_failed", dtype=object),
-            S.ERROR_MESSAGE: np.full(
+            S.STATUS: object_column(n, S.STATUS_ERROR),
+            S.ERROR_STAGE: object_column(n, "pipeline"),
+            S.ERROR_TYPE: object_column(n, "batch_failed"),
+            S.ERROR_MESSAGE: object_column(
                 n,
                 "its batch failed on every retry (worker crash or stage error); see the Ray logs of this run",
-                dtype=object,
             ),
         }
     )

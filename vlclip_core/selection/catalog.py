@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List, Tuple
+from typing import List
 
 from vlclip_core import schema as S
 from vlclip_core import storage
@@ -90,14 +90,6 @@ def flag_invalid(df, dups=None):
     return df.withColumns({S.ERROR_TYPE: reason, S.ERROR_MESSAGE: message})
 
 
-def split_flagged(flagged, llm_identity: str) -> Tuple[object, object]:
-    """(valid rows with hashes, invalid rows with their reasons) of a load_flagged() frame."""
-    from pyspark.sql import functions as F
-
-    valid = flagged.where(F.col(S.ERROR_TYPE).isNull()).drop(S.ERROR_TYPE, S.ERROR_MESSAGE)
-    return with_text_hashes(valid, llm_identity), flagged.where(F.col(S.ERROR_TYPE).isNotNull())
-
-
 # content_hash: "x1:" + 32 hex digits, two chained xxhash64 of every model input (native Spark hashing,
 # ~3x cheaper than serialising the row to JSON for SHA-256; it is the no-op nightly's main cost).
 CONTENT_HASH_PREFIX = "x1:"
@@ -166,27 +158,8 @@ def with_text_hashes(df, llm_identity: str):
     )
 
 
-def with_hashes(df, model_version: str, llm_identity: str):
-    """Add content_hash (all model inputs + model_version), attributes_json and text_hash (LLM inputs)."""
-    return with_text_hashes(with_content_hash(df, model_version), llm_identity)
-
-
 def load_hashed(spark, cfg: CatalogConfig, model_version: str):
     """Read, validate and normalise the catalog and add its content_hash (rows not yet flagged)."""
     df = read_catalog(spark, cfg)
     validate_schema(df)
     return with_content_hash(normalise(df), model_version)
-
-
-def load_flagged(spark, cfg: CatalogConfig, model_version: str):
-    """load_hashed(), invalid rows flagged (flag_invalid).
-
-    The hash is added before the duplicate-id window, so a plan that needs only the hash shuffles
-    item_id, image_uri and the hash, not whole rows.
-    """
-    return flag_invalid(load_hashed(spark, cfg, model_version))
-
-
-def load_valid_and_invalid(spark, cfg: CatalogConfig, model_version: str, llm_identity: str):
-    """Read, validate, normalise, split and hash the catalog: the Spark half of the work-set decision."""
-    return split_flagged(load_flagged(spark, cfg, model_version), llm_identity)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 
 import numpy as np
 
 from vlclip_core import schema as S
-from vlclip_core.batch import Batch, mark_error, object_column
+from vlclip_core.batch import Batch, is_null, mark_error, object_column
 from vlclip_core.config import VlclipConfig
 from vlclip_core.errors import ItemError
 from vlclip_core.images.codec import decode_image
@@ -64,11 +63,6 @@ def image_uri_of(value) -> str:
     """The stripped URI string of a batch cell; None, NaN or blank -> ItemError("missing_image_uri")."""
     if isinstance(value, bytes):
         value = value.decode("utf-8", errors="replace")
-    if value is None or (isinstance(value, float) and math.isnan(value)) or not str(value).strip():
+    if is_null(value) or not str(value).strip():
         raise ItemError("missing_image_uri", "image_uri is null or blank")
     return str(value).strip()
-
-
-def decode_batch(batch: Batch, config: VlclipConfig) -> Batch:
-    """Run the decode stage on one batch; a plain function so Ray Data can run it as a task."""
-    return DecodeStage(config)(batch)

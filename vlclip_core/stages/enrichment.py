@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
 from vlclip_core import schema as S
-from vlclip_core.batch import Batch, mark_error, object_column
+from vlclip_core.batch import Batch, is_null, mark_error, object_column
 from vlclip_core.config import VlclipConfig
 from vlclip_core.errors import ItemError
 from vlclip_core.llm.agent import ChatBackend, EnrichmentAgent, EnrichmentResult, clean_text
@@ -63,7 +62,7 @@ class EnrichmentStage(BatchStage):
         misses: List[Tuple[int, Dict[str, Any]]] = []
         errors: List[Tuple[int, ItemError]] = []
         for row in idx:
-            if not _is_null(batch[S.CACHED_TEXT][row]):
+            if not is_null(batch[S.CACHED_TEXT][row]):
                 _copy_cached(batch, int(row), out)
                 continue
             try:
@@ -101,7 +100,7 @@ def item_of(batch: Batch, row: int) -> Dict[str, Any]:
 
 
 def parse_attributes(raw: Any) -> Dict[str, Any]:
-    if _is_null(raw) or raw == "":
+    if is_null(raw) or raw == "":
         return {}
     try:
         attributes = json.loads(raw)
@@ -130,9 +129,5 @@ def _write_result(out: Batch, row: int, result: EnrichmentResult) -> None:
     out[S.LLM_CALLS][row] = result.n_calls
 
 
-def _is_null(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _text(value: Any) -> str:
-    return "" if _is_null(value) else str(value)
+    return "" if is_null(value) else str(value)

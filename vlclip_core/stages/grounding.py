@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from vlclip_core import schema as S
-from vlclip_core.batch import Batch, mark_error
+from vlclip_core.batch import Batch, is_null, mark_error, object_column
 from vlclip_core.config import DetectorConfig, VlclipConfig, check_prompt_template
 from vlclip_core.errors import ItemError
 from vlclip_core.models.detector import Candidate
@@ -154,7 +154,7 @@ class GroundingStage(BatchStage):
             S.GROUNDING_BOX: np.full((n, 4), np.nan, dtype=np.float32),
             S.GROUNDING_SCORE: np.full(n, np.nan, dtype=np.float32),
             **{
-                col: _objects(n)
+                col: object_column(n)
                 for col in (
                     S.GROUNDED,
                     S.GROUNDING_REASON,
@@ -230,7 +230,7 @@ def cached_grounding(batch: Batch, row: int, prompt: str) -> Optional[Grounding]
     if sha is None or batch[S.CACHED_IMAGE_SHA][row] != sha or batch[S.CACHED_PROMPT][row] != prompt:
         return None
     grounded = batch[S.CACHED_GROUNDED][row]
-    if grounded is None or _is_nan(grounded):
+    if is_null(grounded):
         return None
     if not grounded:
         return Grounding(
@@ -263,11 +263,3 @@ def clear_rows(batch: Batch, column: str, rows: List[int]) -> None:
     if not batch[column].flags.writeable:
         batch[column] = batch[column].copy()
     batch[column][rows] = None
-
-
-def _objects(n: int) -> np.ndarray:
-    return np.full(n, None, dtype=object)
-
-
-def _is_nan(value) -> bool:
-    return isinstance(value, float) and math.isnan(value)

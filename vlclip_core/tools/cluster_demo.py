@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Optional
 
 from vlclip_core.logs import setup_logging
+from vlclip_core.warehouse.spark_session import DELTA_SQL_CONF
 
 log = logging.getLogger(__name__)
 
@@ -252,8 +253,7 @@ def delta_packages() -> str:
 def submit_command(master: str, job_args: List[str]) -> List[str]:
     """spark-submit of jobs/embed_catalog.py in client mode on `master`: one executor of 2 cores."""
     conf = {
-        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
-        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        **DELTA_SQL_CONF,
         "spark.executor.memory": "1g",
         "spark.cores.max": "2",
         "spark.ui.enabled": "false",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from typing import Callable
@@ -25,3 +26,16 @@ def run_entry(what: str, body: Callable[[], int]) -> int:
         log.error("%s failed: %s: %s", what, type(err).__name__, err, exc_info=traceback)
         print(f"vlclip: {what} failed: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
+
+
+def add_override_args(parser: argparse.ArgumentParser, example: str = "") -> None:
+    """The options every job takes: repeatable `--set KEY=VALUE` (into args.overrides), `--log-level`."""
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"config override, repeatable{f' ({example})' if example else ''}",
+    )
+    parser.add_argument("--log-level", default="INFO")

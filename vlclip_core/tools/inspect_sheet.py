@@ -9,10 +9,11 @@ import logging
 import math
 import os
 import textwrap
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 from PIL import Image, ImageDraw, ImageFont
 
+from vlclip_core.batch import is_null
 from vlclip_core.config import ImageConfig
 from vlclip_core.errors import ItemError
 from vlclip_core.images.codec import decode_image
@@ -149,7 +150,7 @@ def _html_item(row: dict, tile: Image.Image) -> str:
 
 
 def _cell(value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if is_null(value):
         return "<span class='meta'>(none)</span>"
     return html.escape(str(value))
 
@@ -185,9 +186,3 @@ def _caption(row: dict, thumb_px: int) -> str:
     head = f"{row.get('item_id')} [{row.get('enrichment_status') or '-'}]{grounded}"
     text = str(row.get("enriched_text") or row.get("title") or "")
     return "\n".join([head[:width], *textwrap.wrap(text, width)[:3]])
-
-
-def rows_from_columns(columns: Dict[str, Sequence]) -> List[dict]:
-    """Turn a column mapping (e.g. a pandas/Arrow to_pydict) into the list of row dicts this module takes."""
-    names = list(columns)
-    return [dict(zip(names, values)) for values in zip(*(columns[n] for n in names))]

@@ -21,7 +21,7 @@ from vlclip_core.llm.agent import clean_attributes, clean_text, fallback_text
 from vlclip_core.selection.catalog import normalise, read_catalog
 from vlclip_core.stages.grounding import crop_image
 from vlclip_core.train.config import DataConfig, TrainJobConfig
-from vlclip_core.warehouse.tables import Tables
+from vlclip_core.warehouse.tables import Tables, table_version
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class PairsDataset:
 def prepare_pairs(spark, cfg: TrainJobConfig, embed: VlclipConfig) -> PairsDataset:
     """The pairs of the embeddings table's current version; reused when that dataset was written before."""
     tables = Tables(spark, embed.warehouse)
-    version = table_version(spark, tables.ref("embeddings"))
+    version = table_version(tables, "embeddings")
     model_version = cfg.data.model_version or newest_model_version(tables)
     identity = {
         "table": tables.ref("embeddings"),
@@ -86,11 +86,6 @@ def prepare_pairs(spark, cfg: TrainJobConfig, embed: VlclipConfig) -> PairsDatas
         "pairs dataset %s: %s (embeddings version %d, %s)", dataset_id, dataset.counts, version, model_version
     )
     return dataset
-
-
-def table_version(spark, ref: str) -> int:
-    """The Delta table's latest version: the data version a run records."""
-    return int(spark.sql(f"DESCRIBE HISTORY {ref} LIMIT 1").first()["version"])
 
 
 def newest_model_version(tables: Tables) -> str:

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 from typing import List
 
 from vlclip_core import schema as S
-from vlclip_core.warehouse.tables import Tables, literal_row, table_schema
+from vlclip_core.warehouse.tables import Tables, literal_row, table_schema, upsert
 
 
 def write_training_run(tables: Tables, report) -> None:
@@ -39,7 +38,7 @@ def write_training_run(tables: Tables, report) -> None:
         "message": report.message,
     }
     row = literal_row(tables.spark, table_schema(tables.spark, "training_runs"), values)
-    _upsert(tables, "training_runs", row, ("run_id",))
+    upsert(tables, "training_runs", row, ("run_id",))
 
 
 def write_evaluations(tables: Tables, rows: List[dict]) -> None:
@@ -47,18 +46,4 @@ def write_evaluations(tables: Tables, rows: List[dict]) -> None:
     tables.ensure("evaluations")
     schema = table_schema(tables.spark, "evaluations")
     df = tables.spark.createDataFrame([tuple(r.get(f.name) for f in schema.fields) for r in rows], schema)
-    _upsert(tables, "evaluations", df, S.EVAL_KEY)
-
-
-def _upsert(tables: Tables, table: str, src, keys: tuple) -> None:
-    from pyspark.sql import functions as F
-
-    condition = functools.reduce(lambda a, b: a & b, [F.col(f"t.{k}") == F.col(f"s.{k}") for k in keys])
-    (
-        tables.delta(table)
-        .alias("t")
-        .merge(src.alias("s"), condition)
-        .whenMatchedUpdateAll()
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    upsert(tables, "evaluations", df, S.EVAL_KEY)

@@ -26,7 +26,7 @@ class RunLock:
     exclusive create: they take a DeltaRunLock (warehouse.run_lock)."""
 
     def __init__(self, staging: str, run_hint: str):
-        if not is_local(staging):
+        if not storage.is_local(staging):
             raise ValueError(f"a lock file needs a local or mounted staging directory, got {staging!r}")
         self.path = storage.join(staging, "_LOCK")
         self.info = holder_info(run_hint)
@@ -68,10 +68,6 @@ class RunLock:
             os.unlink(path)
             return
         raise RunLockedError(f"another vlclip run holds {path}: {json.dumps(holder)}")
-
-
-def is_local(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
 
 
 def holder_info(run_hint: str) -> Dict:
@@ -175,7 +171,7 @@ def run_lock(spark, staging: str, mode: str, run_hint: str):
     """The lock for warehouse.run_lock: file (local or mounted staging), delta (any staging), none, or
     auto (file for local staging, delta otherwise). `none`: the user's scheduler never overlaps runs."""
     if mode == "auto":
-        mode = "file" if is_local(staging) else "delta"
+        mode = "file" if storage.is_local(staging) else "delta"
     if mode == "file":
         return RunLock(staging, run_hint)
     if mode == "delta":

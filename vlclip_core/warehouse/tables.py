@@ -233,10 +233,15 @@ def write_run(tables: Tables, row_df, may_exist: bool) -> None:
     if not may_exist:
         _save(tables, "runs", row_df.write.format("delta").mode("append"))
         return
+    upsert(tables, "runs", row_df, ("run_id",))
+
+
+def upsert(tables: Tables, table: str, src, keys: tuple) -> None:
+    """MERGE `src` into `table` by `keys`: matched rows are updated, new ones inserted."""
     (
-        tables.delta("runs")
+        tables.delta(table)
         .alias("t")
-        .merge(row_df.alias("s"), "t.run_id = s.run_id")
+        .merge(src.alias("s"), _same(*keys))
         .whenMatchedUpdateAll()
         .whenNotMatchedInsertAll()
         .execute()
@@ -248,6 +253,11 @@ def insert_new(tables: Tables, table: str, src, keys: tuple) -> None:
     tables.delta(table).alias("t").merge(
         src.alias("s"), _same(*keys, null_safe=True)
     ).whenNotMatchedInsertAll().execute()
+
+
+def table_version(tables: Tables, table: str) -> int:
+    """The latest commit version of `table`."""
+    return int(tables.delta(table).history(1).select("version").first()[0])
 
 
 def removed_items(tables: Tables, catalog_ids, model_version: str):
