@@ -54,22 +54,38 @@ class WarehouseConfig:
 
 @dataclass
 class IndexConfig:
-    """The similar-items ANN indexes of jobs/export_index.py (FAISS HNSW, inner product)."""
+    """The similar-items ANN indexes of jobs/export_index.py (FAISS, inner product).
+
+    kind hnsw: a graph over the full vectors (4*dim + ~8*hnsw_m bytes per item: exact-ish, for up to a
+    few million items); kind ivfpq: inverted lists of product-quantised codes (pq_m bytes + an 8-byte
+    id per item), trained on a sample of train_size vectors: the kind for tens of millions of items.
+    """
 
     path: Optional[str] = None  # default <warehouse.path>/_index; one directory per model_version
+    kind: str = "hnsw"  # hnsw | ivfpq
     hnsw_m: int = 32  # graph degree
     ef_construction: int = 200
     ef_search: int = 128  # candidates per query: recall vs query time
+    ivf_nlist: int = 4096  # inverted lists (fewer when the training sample is small: 39 points per list)
+    pq_m: int = 64  # bytes per item code; must divide the embedding dimension
+    pq_nbits: int = 8  # bits per sub-quantizer code
+    nprobe: int = 32  # lists visited per query: recall vs query time
+    train_size: int = 160_000  # vectors sampled from the table to train ivfpq (held in the driver)
+    batch_size: int = 10_000  # vectors handed from Spark to the index per batch
     # an incremental update rebuilds the index from its live vectors once removed ones exceed this share
     max_removed_fraction: float = 0.2
 
     def validate(self) -> None:
-        for name in ("hnsw_m", "ef_construction", "ef_search"):
+        one_of("index.kind", self.kind, ("hnsw", "ivfpq"))
+        for name in ("hnsw_m", "ef_construction", "ef_search", "ivf_nlist", "pq_m", "nprobe", "train_size",
+                     "batch_size"):
             positive(f"index.{name}", getattr(self, name))
+        if not 1 <= self.pq_nbits <= 16:
+            raise ConfigError(f"index.pq_nbits must be in 1..16, got {self.pq_nbits!r}")
         fraction("index.max_removed_fraction", self.max_removed_fraction)
 
     def directory(self, warehouse: "WarehouseConfig") -> str:
-        return self.path or os.path.join(warehouse.path, "_index")
+        return self.path or warehouse.path.rstrip("/") + "/_index"
 
 
 @dataclass
