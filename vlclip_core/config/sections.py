@@ -251,7 +251,7 @@ class ImageConfig:
 
 @dataclass
 class DetectorConfig:
-    kind: str = "grounding_dino"  # grounding_dino | owlv2
+    kind: str = "grounding_dino"  # grounding_dino | owlv2 | null (models/null.py: a derived box, no model)
     path: str = "IDEA-Research/grounding-dino-tiny"  # hub id or local directory
     prompt_template: str = "{product_type}."
     box_threshold: float = 0.25
@@ -275,7 +275,7 @@ class DetectorConfig:
     OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {}
 
     def validate(self) -> None:
-        one_of("models.detector.kind", self.kind, ("grounding_dino", "owlv2"))
+        one_of("models.detector.kind", self.kind, ("grounding_dino", "owlv2", "null"))
         one_of("models.detector.dtype", self.dtype, DTYPES)
         for name in ("box_threshold", "text_threshold", "margin", "min_box_frac"):
             value = getattr(self, name)
@@ -289,7 +289,7 @@ class DetectorConfig:
 
 @dataclass
 class LLMConfig:
-    backend: str = "transformers"  # transformers | openai
+    backend: str = "transformers"  # transformers | openai | null (models/null.py: no model)
     path: str = ""  # transformers: hub id or local directory
     gguf_file: Optional[str] = None
     base_url: Optional[str] = None  # openai: e.g. http://vllm:8000/v1
@@ -338,7 +338,7 @@ class LLMConfig:
     }
 
     def validate(self) -> None:
-        one_of("models.llm.backend", self.backend, ("transformers", "openai"))
+        one_of("models.llm.backend", self.backend, ("transformers", "openai", "null"))
         one_of("models.llm.on_error", self.on_error, ("fallback", "error"))
         one_of("models.llm.dtype", self.dtype, DTYPES)
         if self.backend == "openai" and not (self.base_url and self.model):
