@@ -11,8 +11,8 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 export RAY_USAGE_STATS_ENABLED := 0
 
-.PHONY: help install models sample demo cluster-demo lint test bench profile gpu-check inspect clean smollm train-demo \
-	enrich-report
+.PHONY: help install models sample demo cluster-demo lint test bench bench-scale profile gpu-check inspect clean smollm \
+	train-demo enrich-report
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 14
@@ -47,6 +47,9 @@ test: install lint  ## lint, then run the test suite (real local Spark + Delta, 
 
 bench: install  ## run the benchmarks; writes bench_out/results.json and prints a table
 	$(PY) -m benchmarks.run --out bench_out
+
+bench-scale: install  ## null-model backfills at 100k/1M, no-op on 10M, 1M x 512 index export: make bench-scale SCALE_ARGS="--sizes 20000"
+	$(PY) -m benchmarks.scale --out bench_out/scale $(SCALE_ARGS)
 
 profile: install  ## pyinstrument profile of one run: make profile PROFILE_ARGS="--scenario e2e --items 200"
 	$(PY) -m benchmarks.profile_job --out bench_out $(PROFILE_ARGS)

@@ -18,7 +18,7 @@ from vlclip_core.tools.entry import add_override_args, run_entry
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="export_index",
-        description="Build or update one FAISS HNSW index per "
+        description="Build or update one FAISS index (index.kind: hnsw | ivfpq) per "
         "model_version from the embeddings Delta table (incrementally from its "
         "change data feed), or print an item's nearest neighbours.",
     )
@@ -64,9 +64,8 @@ def similar(config, args: argparse.Namespace) -> int:
     from vlclip_core.index.ann import ItemIndex
     from vlclip_core.index.export import index_directory
 
-    index = ItemIndex.load(
-        index_directory(config.index.directory(config.warehouse), args.model_version), config.index.ef_search
-    )
+    directory = index_directory(config.index.directory(config.warehouse), args.model_version)
+    index = ItemIndex.load(directory, config.index.ef_search, config.index.nprobe)
     for item_id, score in index.similar(args.item_id, args.k):
         print(f"{item_id}\t{score:.4f}")
     return 0

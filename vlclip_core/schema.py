@@ -136,7 +136,7 @@ EVALUATIONS_DDL = """
 model_version STRING NOT NULL, eval_id STRING NOT NULL, ablation STRING NOT NULL, task STRING NOT NULL,
 product_type STRING NOT NULL, checkpoint STRING, data_version BIGINT, data_model_version STRING,
 queries BIGINT, gallery BIGINT, hits_at_1 DOUBLE, hits_at_5 DOUBLE, hits_at_10 DOUBLE, mrr DOUBLE,
-ndcg_at_10 DOUBLE, evaluated_at TIMESTAMP
+ndcg_at_10 DOUBLE, evaluated_at TIMESTAMP, gallery_cap BIGINT, held_out_items BIGINT
 """
 EVAL_KEY = ("model_version", "eval_id", "ablation", "task", "product_type")
 ALL_PRODUCT_TYPES = "__all__"  # evaluations.product_type of the overall row

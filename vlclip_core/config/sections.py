@@ -64,22 +64,38 @@ class WarehouseConfig:
 
 @dataclass
 class IndexConfig:
-    """The similar-items ANN indexes of jobs/export_index.py (FAISS HNSW, inner product)."""
+    """The similar-items ANN indexes of jobs/export_index.py (FAISS, inner product).
+
+    kind hnsw: a graph over the full vectors (4*dim + ~8*hnsw_m bytes per item: exact-ish, for up to a
+    few million items); kind ivfpq: inverted lists of product-quantised codes (pq_m bytes + an 8-byte
+    id per item), trained on a sample of train_size vectors: the kind for tens of millions of items.
+    """
 
     path: Optional[str] = None  # default <warehouse.path>/_index; one directory per model_version
+    kind: str = "hnsw"  # hnsw | ivfpq
     hnsw_m: int = 32  # graph degree
     ef_construction: int = 200
     ef_search: int = 128  # candidates per query: recall vs query time
+    ivf_nlist: int = 4096  # inverted lists (fewer when the training sample is small: 39 points per list)
+    pq_m: int = 64  # bytes per item code; must divide the embedding dimension
+    pq_nbits: int = 8  # bits per sub-quantizer code
+    nprobe: int = 32  # lists visited per query: recall vs query time
+    train_size: int = 160_000  # vectors sampled from the table to train ivfpq (held in the driver)
+    batch_size: int = 10_000  # vectors handed from Spark to the index per batch
     # an incremental update rebuilds the index from its live vectors once removed ones exceed this share
     max_removed_fraction: float = 0.2
 
     def validate(self) -> None:
-        for name in ("hnsw_m", "ef_construction", "ef_search"):
+        one_of("index.kind", self.kind, ("hnsw", "ivfpq"))
+        for name in ("hnsw_m", "ef_construction", "ef_search", "ivf_nlist", "pq_m", "nprobe", "train_size",
+                     "batch_size"):
             positive(f"index.{name}", getattr(self, name))
+        if not 1 <= self.pq_nbits <= 16:
+            raise ConfigError(f"index.pq_nbits must be in 1..16, got {self.pq_nbits!r}")
         fraction("index.max_removed_fraction", self.max_removed_fraction)
 
     def directory(self, warehouse: "WarehouseConfig") -> str:
-        return self.path or os.path.join(warehouse.path, "_index")
+        return self.path or warehouse.path.rstrip("/") + "/_index"
 
 
 @dataclass
@@ -257,7 +273,7 @@ class ImageConfig:
 
 @dataclass
 class DetectorConfig:
-    kind: str = "grounding_dino"  # grounding_dino | owlv2
+    kind: str = "grounding_dino"  # grounding_dino | owlv2 | null (models/null.py: a derived box, no model)
     path: str = "IDEA-Research/grounding-dino-tiny"  # hub id or local directory
     prompt_template: str = "{product_type}."
     box_threshold: float = 0.25
@@ -281,7 +297,7 @@ class DetectorConfig:
     OUTSIDE_IDENTITY: ClassVar[Dict[str, str]] = {}
 
     def validate(self) -> None:
-        one_of("models.detector.kind", self.kind, ("grounding_dino", "owlv2"))
+        one_of("models.detector.kind", self.kind, ("grounding_dino", "owlv2", "null"))
         one_of("models.detector.dtype", self.dtype, DTYPES)
         for name in ("box_threshold", "text_threshold", "margin", "min_box_frac"):
             value = getattr(self, name)
@@ -299,7 +315,7 @@ MAX_STOP = 4  # the OpenAI API takes at most four stop sequences
 
 @dataclass
 class LLMConfig:
-    backend: str = "transformers"  # transformers | openai
+    backend: str = "transformers"  # transformers | openai | null (models/null.py: no model)
     path: str = ""  # transformers: hub id or local directory
     gguf_file: Optional[str] = None
     base_url: Optional[str] = None  # openai: e.g. http://vllm:8000/v1
@@ -360,7 +376,7 @@ class LLMConfig:
     }
 
     def validate(self) -> None:
-        one_of("models.llm.backend", self.backend, ("transformers", "openai"))
+        one_of("models.llm.backend", self.backend, ("transformers", "openai", "null"))
         one_of("models.llm.on_error", self.on_error, ("fallback", "error"))
         one_of("models.llm.dtype", self.dtype, DTYPES)
         if self.backend == "openai" and not (self.base_url and self.model):

@@ -1,24 +1,23 @@
-"""Keep one ANN index per model_version in step with the embeddings table (full read or change feed)."""
+"""One ANN index per model_version kept in step with embeddings: a streamed full read or its change feed."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
-import pyarrow.compute as pc
 
 from vlclip_core import schema as S
 from vlclip_core.config import IndexConfig, VlclipConfig
-from vlclip_core.index.ann import HnswParams, ItemIndex, read_state
+from vlclip_core.index.ann import HNSW, IVFPQ, HnswParams, ItemIndex, IvfPqParams, Params, read_state
 from vlclip_core.run.state import utcnow
 from vlclip_core.warehouse.tables import Tables, table_version
 
 log = logging.getLogger(__name__)
+SAMPLE_SEED = 19  # the IVF-PQ training sample: the same table version gives the same index
 
 FULL, INCREMENTAL, UNCHANGED = "full", "incremental", "unchanged"
 # Delta errors meaning the change data of a version range cannot be read: CDF was off for part of it,
@@ -47,7 +46,9 @@ class ExportResult:
     upserted: int = 0
     removed: int = 0
     items: int = 0
+    skipped_null: int = 0  # rows without an embedding, left out of the index
     directory: str = ""
+    kind: str = HNSW
 
 
 class ChangeFeedUnavailable(RuntimeError):
@@ -55,9 +56,10 @@ class ChangeFeedUnavailable(RuntimeError):
 
 
 def index_directory(root: str, model_version: str) -> str:
+    """`root`/`model_version`: a local path or an fsspec URL (s3://..., memory://...)."""
     if not re.fullmatch(r"[A-Za-z0-9._-]+", model_version):
         raise ValueError(f"model_version {model_version!r} cannot name an index directory")
-    return os.path.join(root, model_version)
+    return f"{root.rstrip('/')}/{model_version}"
 
 
 def export_indexes(
@@ -83,7 +85,7 @@ def export_one(
 ) -> ExportResult:
     """Bring one model_version's index to table `version`; logs whether it was rebuilt or updated and why."""
     state = read_state(directory)
-    reason = _full_reason(state, version, full)
+    reason = _full_reason(state, version, full, cfg.kind)
     result = None
     if reason is None and state["delta_version"] == version:
         result = ExportResult(
@@ -93,6 +95,7 @@ def export_one(
             version,
             items=state["items"],
             directory=directory,
+            kind=state.get("kind", HNSW),
         )
     elif reason is None:
         try:
@@ -114,17 +117,23 @@ def export_one(
     return result
 
 
-def _full_reason(state: Optional[dict], version: int, full: bool) -> Optional[str]:
+def _full_reason(state: Optional[dict], version: int, full: bool, kind: str) -> Optional[str]:
     if full:
         return "full rebuild requested"
     if state is None:
         return "no index yet"
+    if state.get("kind", HNSW) != kind:
+        return f"index.kind is {kind}, the saved index is {state.get('kind', HNSW)}"
+    if not state.get("trained", True):
+        return "the saved ivfpq index was never trained (its table had no vectors)"
     if state["delta_version"] > version:
         return f"index is at version {state['delta_version']}, past the table's {version} (table recreated?)"
     return None
 
 
-def _params(cfg: IndexConfig) -> HnswParams:
+def _params(cfg: IndexConfig) -> Params:
+    if cfg.kind == IVFPQ:
+        return IvfPqParams(cfg.ivf_nlist, cfg.pq_m, cfg.pq_nbits, cfg.nprobe)
     return HnswParams(cfg.hnsw_m, cfg.ef_construction, cfg.ef_search)
 
 
@@ -137,28 +146,61 @@ def _full(
         tables.read("embeddings", {"versionAsOf": str(version)})
         .where(F.col(S.MODEL_VERSION) == F.lit(model_version))
         .select(S.ITEM_ID, S.EMBEDDING)
-        .toArrow()
     )
-    item_ids, vectors = _vectors(rows)
-    index = ItemIndex(vectors.shape[1] if len(item_ids) else _saved_dim(directory), _params(cfg))
-    index.upsert(item_ids, vectors)
+    index = _trained(rows, cfg) if cfg.kind == IVFPQ else None
+    upserted = skipped = 0
+    for batch in row_batches(rows, cfg.batch_size):
+        item_ids, vectors, nulls = _vectors(batch)
+        skipped += nulls
+        if item_ids:
+            if index is None:  # an empty index is falsy (len 0): test for None
+                index = ItemIndex(vectors.shape[1], _params(cfg))
+            index.upsert(item_ids, vectors)
+            upserted += len(item_ids)
+    if index is None:
+        index = ItemIndex(_saved_dim(directory), _params(cfg))
     _save(index, directory, model_version, version, FULL)
     return ExportResult(
-        model_version, FULL, reason, version, upserted=len(item_ids), items=len(index), directory=directory
+        model_version, FULL, reason, version, upserted=upserted, items=len(index), skipped_null=skipped,
+        directory=directory, kind=index.kind,
     )
+
+
+def _trained(rows, cfg: IndexConfig) -> Optional[ItemIndex]:
+    """An IVF-PQ index trained on a seeded sample of about cfg.train_size of `rows` (None if empty)."""
+    from pyspark.sql import functions as F
+
+    present = rows.where(F.col(S.EMBEDDING).isNotNull())
+    total = present.count()
+    if not total:
+        return None
+    sample = present if total <= cfg.train_size else present.sample(
+        fraction=min(1.0, 1.2 * cfg.train_size / total), seed=SAMPLE_SEED
+    ).limit(cfg.train_size)
+    parts = [_vectors(batch)[1] for batch in row_batches(sample, cfg.batch_size)]
+    vectors = np.concatenate([p for p in parts if len(p)])
+    index = ItemIndex(vectors.shape[1], _params(cfg))
+    index.train(vectors)
+    return index
 
 
 def _incremental(
     tables: Tables, model_version: str, start: int, end: int, cfg: IndexConfig, directory: str
 ) -> ExportResult:
-    changes = read_changes(tables, model_version, start, end)
-    deleted = [r[S.ITEM_ID] for r in changes.to_pylist() if r["_change_type"] == "delete"]
-    upserts = changes.filter(pc.not_equal(changes.column("_change_type"), "delete"))
-    index = ItemIndex.load(directory, cfg.ef_search)
-    removed = index.remove(deleted)
-    item_ids, vectors = _vectors(upserts)
-    if item_ids:
-        index.upsert(item_ids, vectors)
+    index = ItemIndex.load(directory, cfg.ef_search, cfg.nprobe)
+    removed = upserted = skipped = 0
+    try:
+        for batch in row_batches(read_changes(tables, model_version, start, end), cfg.batch_size):
+            removed += index.remove([r[S.ITEM_ID] for r in batch if r["_change_type"] == "delete"])
+            item_ids, vectors, nulls = _vectors([r for r in batch if r["_change_type"] != "delete"])
+            skipped += nulls
+            if item_ids:
+                index.upsert(item_ids, vectors)
+                upserted += len(item_ids)
+    except Exception as err:  # noqa: BLE001 - only the known "range unavailable" errors are translated
+        if any(marker in str(err) for marker in _CDF_UNAVAILABLE):
+            raise ChangeFeedUnavailable(_first_line(err)) from err
+        raise
     reason = f"change data feed of versions {start}..{end}"
     if index.removed > cfg.max_removed_fraction * max(len(index.ids), 1):
         index = index.compact()
@@ -170,15 +212,17 @@ def _incremental(
         reason,
         end,
         from_version=start,
-        upserted=len(item_ids),
+        upserted=upserted,
         removed=removed,
         items=len(index),
+        skipped_null=skipped,
         directory=directory,
+        kind=index.kind,
     )
 
 
 def read_changes(tables: Tables, model_version: str, start: int, end: int):
-    """Each item's last change of the version range (Arrow: item_id, _change_type, embedding).
+    """Each item's last change of the version range (a DataFrame: item_id, _change_type, embedding).
 
     An item's final state is its last insert / update_postimage (upsert) or delete of the range;
     update_preimage rows carry the old vector and are skipped.
@@ -192,7 +236,7 @@ def read_changes(tables: Tables, model_version: str, start: int, end: int):
     last = Window.partitionBy(S.ITEM_ID).orderBy(
         F.col("_commit_version").desc(), (F.col("_change_type") == "delete").cast("int")
     )
-    changes = (
+    return (
         feed.where(
             (F.col(S.MODEL_VERSION) == F.lit(model_version)) & (F.col("_change_type") != "update_preimage")
         )
@@ -200,24 +244,30 @@ def read_changes(tables: Tables, model_version: str, start: int, end: int):
         .where(F.col("_rank") == 1)
         .select(S.ITEM_ID, "_change_type", S.EMBEDDING)
     )
-    try:
-        return changes.toArrow()
-    except Exception as err:  # noqa: BLE001 - only the known "range unavailable" errors are translated
-        if any(marker in str(err) for marker in _CDF_UNAVAILABLE):
-            raise ChangeFeedUnavailable(_first_line(err)) from err
-        raise
 
 
-def _vectors(rows):
-    item_ids = rows.column(S.ITEM_ID).to_pylist()
-    if not item_ids:
-        return [], np.zeros((0, 0), dtype=np.float32)
-    lists = rows.column(S.EMBEDDING).combine_chunks()
-    dims = set(lists.value_lengths().to_pylist())
-    if len(dims) != 1 or lists.null_count:
+def row_batches(frame, batch_size: int) -> Iterator[list]:
+    """The DataFrame's rows in lists of at most batch_size, streamed to the driver one partition at a time."""
+    batch = []
+    for row in frame.toLocalIterator(prefetchPartitions=True):
+        batch.append(row)
+        if len(batch) >= batch_size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _vectors(rows) -> Tuple[List[str], np.ndarray, int]:
+    """(item_ids, vectors, rows skipped for a null embedding) of a list of Rows."""
+    present = [r for r in rows if r[S.EMBEDDING] is not None]
+    if not present:
+        return [], np.zeros((0, 0), dtype=np.float32), len(rows)
+    dims = {len(r[S.EMBEDDING]) for r in present}
+    if len(dims) != 1:
         raise ValueError(f"embeddings of one model_version must all have one length, got {sorted(dims)}")
-    vectors = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(item_ids), -1)
-    return item_ids, vectors
+    vectors = np.asarray([r[S.EMBEDDING] for r in present], dtype=np.float32)
+    return [r[S.ITEM_ID] for r in present], vectors, len(rows) - len(present)
 
 
 def _saved_dim(directory: str) -> int:

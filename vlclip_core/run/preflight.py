@@ -47,7 +47,9 @@ def build_missing_tiny_models(config: VlclipConfig) -> None:
 
 def _model_problems(config: VlclipConfig) -> List[str]:
     models = config.models
-    problems = [_hub_or_dir("models.detector.path", models.detector.path)]
+    problems = []
+    if models.detector.kind != "null":
+        problems.append(_hub_or_dir("models.detector.path", models.detector.path))
     if models.llm.backend == "transformers":
         problems.append(_hub_or_dir("models.llm.path", models.llm.path, models.llm.gguf_file))
     problems += _clip_problems(config)

@@ -27,6 +27,10 @@ def build_backend(config: VlclipConfig) -> ChatBackend:
         from vlclip_core.llm.openai_backend import OpenAIChatBackend
 
         return OpenAIChatBackend(llm)
+    if llm.backend == "null":
+        from vlclip_core.models.null import NullChatBackend
+
+        return NullChatBackend(llm)
     from vlclip_core.llm.local_backend import TransformersChatBackend
 
     return TransformersChatBackend(llm, device=config.models.device)

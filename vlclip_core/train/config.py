@@ -109,9 +109,14 @@ class EvalConfig:
 
     batch_size: int = 64
     split: str = "eval"  # eval (held-out) | train (a sanity check of memorisation)
+    # items scored against each other at most (a seeded hash sample; the cost is gallery^2 dot products);
+    # null: the whole split. Recorded in each evaluations row as gallery_cap, beside held_out_items.
+    max_gallery: Optional[int] = 200_000
 
     def validate(self) -> None:
         positive("evaluation.batch_size", self.batch_size)
+        if self.max_gallery is not None and self.max_gallery < 2:
+            raise ConfigError(f"evaluation.max_gallery must be >= 2 or null, got {self.max_gallery!r}")
         if self.split not in ("eval", "train"):
             raise ConfigError(f"evaluation.split must be one of eval, train; got {self.split!r}")
 

@@ -8,19 +8,21 @@ the gallery; queries without a product_type or without another item of their typ
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from vlclip_core import schema as S
+from vlclip_core import storage
 from vlclip_core.config import VlclipConfig, load_config
 from vlclip_core.models.clip import ClipEncoder, load_clip
 from vlclip_core.run.state import utcnow
-from vlclip_core.train.config import TrainJobConfig
-from vlclip_core.train.metrics import per_query, summarise
-from vlclip_core.train.pairs import IMAGE_PNG, TEXT, decode_png, prepare_pairs, read_pairs
+from vlclip_core.train.config import EvalConfig, TrainJobConfig
+from vlclip_core.train.metrics import block_per_query, summarise
+from vlclip_core.train.pairs import ERROR, IMAGE_PNG, SPLIT, TEXT, decode_png, prepare_pairs
 from vlclip_core.train.records import write_evaluations
 from vlclip_core.warehouse.spark_session import get_spark
 from vlclip_core.warehouse.tables import Tables
@@ -29,7 +31,9 @@ log = logging.getLogger(__name__)
 
 TEXT_TO_IMAGE = "text_to_image"
 IMAGE_TO_IMAGE = "image_to_image"
-QUERY_BLOCK = 1024  # queries scored at once: bounds the (queries x gallery) matrix
+QUERY_BLOCK = 1024  # queries scored at once at most
+BLOCK_ELEMENTS = 1 << 24  # (queries x gallery) scores of one block: 64 MiB of float32, whatever the gallery
+GALLERY_SALT = "vlclip-eval-gallery-v1"
 METRIC_COLUMNS = ("hits_at_1", "hits_at_5", "hits_at_10", "mrr", "ndcg_at_10")
 
 
@@ -53,9 +57,9 @@ def run_evaluation(cfg: TrainJobConfig, checkpoint: Optional[str] = None, spark=
     spark = spark or get_spark(embed.spark)
     tables = Tables(spark, embed.warehouse)
     dataset = prepare_pairs(spark, cfg, embed)
-    pairs = read_pairs(dataset.path, cfg.evaluation.split)
+    selected, held_out = gallery_ids(dataset.path, cfg.evaluation)
     encoder = load_clip(embed.models.clip, embed.models.device)
-    images, texts = encode_pairs(encoder, pairs, cfg.evaluation.batch_size)
+    images, texts, types = encode_gallery(encoder, dataset.path, selected, cfg.evaluation.batch_size)
     report = EvaluationReport(
         embed.model_version,
         embed.models.clip.pretrained,
@@ -70,8 +74,9 @@ def run_evaluation(cfg: TrainJobConfig, checkpoint: Optional[str] = None, spark=
         "data_version": dataset.data_version,
         "data_model_version": dataset.data_model_version,
         "evaluated_at": utcnow(),
+        "gallery_cap": cfg.evaluation.max_gallery,
+        "held_out_items": held_out,
     }
-    types = np.array(pairs[S.PRODUCT_TYPE].to_pylist(), dtype=object)
     report.rows = [{**common, **row} for row in task_rows(images, texts, types)]
     write_evaluations(tables, report.rows)
     log.info(
@@ -91,14 +96,57 @@ def evaluated_config(cfg: TrainJobConfig, checkpoint: Optional[str]) -> VlclipCo
     )
 
 
-def encode_pairs(encoder: ClipEncoder, pairs, batch_size: int):
-    """(images, texts): unit-norm embeddings of the pairs' stored crops and texts, in batches."""
-    pngs, texts = pairs[IMAGE_PNG].to_pylist(), pairs[TEXT].to_pylist()
-    image_parts, text_parts = [], []
-    for start in range(0, len(pngs), batch_size):
-        image_parts.append(encoder.encode_images([decode_png(b) for b in pngs[start : start + batch_size]]))
-        text_parts.append(encoder.encode_texts(texts[start : start + batch_size]))
-    return np.concatenate(image_parts), np.concatenate(text_parts)
+def gallery_ids(path: str, evaluation: EvalConfig) -> Tuple[List[str], int]:
+    """(item_ids evaluated, sorted; items of the split): all good pairs of the split, or the
+    evaluation.max_gallery of them with the lowest hash of item_id (the same items on every rerun)."""
+    import pyarrow.compute as pc
+
+    table = _pairs_dataset(path).to_table(columns=[S.ITEM_ID, SPLIT, ERROR])
+    keep = pc.and_(pc.is_null(table[ERROR]), pc.equal(table[SPLIT], evaluation.split))
+    ids = table.filter(keep).column(S.ITEM_ID).to_pylist()
+    cap = evaluation.max_gallery
+    if cap is not None and len(ids) > cap:
+        ids = sorted(ids, key=_gallery_hash)
+        log.info("evaluation gallery capped at %d of %d held-out items", cap, len(ids))
+        return sorted(ids[:cap]), len(ids)
+    return sorted(ids), len(ids)
+
+
+def encode_gallery(encoder: ClipEncoder, path: str, item_ids: List[str], batch_size: int):
+    """(images, texts, product_types) of `item_ids`, in item_id order, read and encoded batch by batch
+    (only the embeddings are held, never the stored crops of the whole split)."""
+    import pyarrow.compute as pc
+
+    batches = _pairs_dataset(path).to_batches(
+        columns=[S.ITEM_ID, IMAGE_PNG, TEXT, S.PRODUCT_TYPE],
+        filter=pc.field(S.ITEM_ID).isin(item_ids),
+        batch_size=batch_size,
+    )
+    ids, image_parts, text_parts, types = [], [], [], []
+    for batch in batches:
+        if not batch.num_rows:
+            continue
+        pngs = batch.column(IMAGE_PNG).to_pylist()
+        image_parts.append(encoder.encode_images([decode_png(b) for b in pngs]))
+        text_parts.append(encoder.encode_texts(batch.column(TEXT).to_pylist()))
+        ids.extend(batch.column(S.ITEM_ID).to_pylist())
+        types.extend(batch.column(S.PRODUCT_TYPE).to_pylist())
+    if not ids:
+        raise ValueError(f"no good pair to evaluate in {path}")
+    order = np.argsort(np.array(ids, dtype=object), kind="stable")
+    types_array = np.array(types, dtype=object)[order]
+    return np.concatenate(image_parts)[order], np.concatenate(text_parts)[order], types_array
+
+
+def _gallery_hash(item_id: str) -> bytes:
+    return hashlib.blake2b(f"{GALLERY_SALT}{item_id}".encode("utf-8"), digest_size=8).digest()
+
+
+def _pairs_dataset(path: str):
+    import pyarrow.dataset as pads
+
+    fs, root = storage.resolve(path)
+    return pads.dataset(root, filesystem=fs, format="parquet")
 
 
 def task_rows(images: np.ndarray, texts: np.ndarray, types: np.ndarray) -> List[dict]:
@@ -109,35 +157,53 @@ def task_rows(images: np.ndarray, texts: np.ndarray, types: np.ndarray) -> List[
     )
 
 
+def block_rows(gallery: int) -> int:
+    """Queries per block, so that a block's (queries x gallery) scores stay within BLOCK_ELEMENTS."""
+    return max(1, min(QUERY_BLOCK, BLOCK_ELEMENTS // max(gallery, 1)))
+
+
 def text_to_image(images: np.ndarray, texts: np.ndarray) -> Dict[str, np.ndarray]:
     """Each text's relevant item is its own item's image."""
     n = len(images)
 
     def block(rows: np.ndarray):
-        return texts[rows] @ images.T, np.eye(n, dtype=bool)[rows]
+        relevant = np.zeros((len(rows), n), dtype=bool)
+        relevant[np.arange(len(rows)), rows] = True
+        return texts[rows] @ images.T, relevant
 
     return scored(n, block)
 
 
+def type_codes(types: np.ndarray) -> np.ndarray:
+    """An integer per product_type, -1 for none (None, NaN or empty)."""
+    known = np.array([t is not None and t == t and str(t) != "" for t in types], dtype=bool)
+    codes = np.full(len(types), -1, dtype=np.int64)
+    if known.any():
+        codes[known] = np.unique(np.array([str(t) for t in types[known]]), return_inverse=True)[1]
+    return codes
+
+
 def image_to_image(images: np.ndarray, types: np.ndarray) -> Dict[str, np.ndarray]:
     """Each image's relevant items: the other items of its product_type (itself excluded from the gallery)."""
-    known = np.array([t is not None and t == t and str(t) != "" for t in types])
-    same = (types[:, None] == types[None, :]) & known[:, None] & known[None, :]
-    np.fill_diagonal(same, False)
-    queries = np.flatnonzero(same.any(axis=1))
+    codes = type_codes(types)
+    sizes = np.bincount(codes[codes >= 0], minlength=1)
+    queries = np.flatnonzero((codes >= 0) & (sizes[np.maximum(codes, 0)] >= 2))
 
     def block(rows: np.ndarray):
         scores = images[rows] @ images.T
         scores[np.arange(len(rows)), rows] = -np.inf  # the query itself ranks last and is not relevant
-        return scores, same[rows]
+        relevant = codes[rows][:, None] == codes[None, :]
+        relevant[np.arange(len(rows)), rows] = False
+        return scores, relevant
 
     return scored(len(images), block, queries)
 
 
 def scored(n: int, block, queries: Optional[np.ndarray] = None) -> Dict[str, np.ndarray]:
-    """Per-query first_rank and ndcg over `queries` (default: all n), QUERY_BLOCK queries at a time."""
+    """Per-query first_rank and ndcg over `queries` (default: all n), block_rows(n) queries at a time."""
     queries = np.arange(n) if queries is None else queries
-    parts = [per_query(*block(queries[i : i + QUERY_BLOCK])) for i in range(0, len(queries), QUERY_BLOCK)]
+    step = block_rows(n)
+    parts = [block_per_query(*block(queries[i: i + step])) for i in range(0, len(queries), step)]
     out = {
         key: np.concatenate([p[key] for p in parts]) if parts else np.zeros(0)
         for key in ("first_rank", "ndcg")

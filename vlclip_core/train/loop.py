@@ -16,10 +16,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 import torch
 
+from vlclip_core import schema as S
+from vlclip_core import storage
 from vlclip_core.config import ClipConfig, ConfigError
 from vlclip_core.models.clip import load_clip
 from vlclip_core.train.config import TrainConfig
-from vlclip_core.train.pairs import IMAGE_PNG, TEXT, TRAIN, decode_png, read_pairs
+from vlclip_core.train.pairs import ERROR, IMAGE_PNG, SPLIT, TEXT, TRAIN, decode_png
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +39,16 @@ class LoopSpec:
 
 
 class PairShard:
-    """One worker's share of the train pairs (every world-th row by item_id), tokenised once."""
+    """One worker's share of the train pairs (every world-th row by item_id), tokenised once.
+
+    The worker reads the item_id column of the split, then the crops and texts of its own rows
+    only: a worker holds 1/world of the pairs, never all of them.
+    """
 
     def __init__(self, pairs_path: str, rank: int, world: int, tokenizer, preprocess, split: str = TRAIN):
-        table = read_pairs(pairs_path, split)
-        rows = list(range(rank, table.num_rows, world))
-        self.images: List[bytes] = table[IMAGE_PNG].take(rows).to_pylist()
-        self.tokens: torch.Tensor = tokenizer(table[TEXT].take(rows).to_pylist())
+        table = read_share(pairs_path, split, rank, world)
+        self.images: List[bytes] = table[IMAGE_PNG].to_pylist()
+        self.tokens: torch.Tensor = tokenizer(table[TEXT].to_pylist())
         self.preprocess = preprocess
         self.rank = rank
 
@@ -54,6 +59,22 @@ class PairShard:
         """(pixels, tokens) of global step `step`: deterministic, so a resumed run sees the same batches."""
         rows = batch_rows(step, len(self), batch_size, seed, self.rank)
         return self.preprocess([decode_png(self.images[i]) for i in rows]), self.tokens[rows]
+
+
+def read_share(pairs_path: str, split: str, rank: int, world: int):
+    """(item_id, image_png, text) of this worker's share of `split`'s good pairs, in item_id order."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as pads
+
+    fs, root = storage.resolve(pairs_path)
+    dataset = pads.dataset(root, filesystem=fs, format="parquet")
+    good = (pc.field(ERROR).is_null()) & (pc.field(SPLIT) == split)
+    ids = sorted(dataset.to_table(columns=[S.ITEM_ID], filter=good).column(S.ITEM_ID).to_pylist())
+    mine = ids[rank::world]
+    columns = [S.ITEM_ID, IMAGE_PNG, TEXT]
+    table = dataset.to_table(columns=columns, filter=good & pc.field(S.ITEM_ID).isin(mine))
+    log.info("worker %d/%d reads %d of %d %s pairs", rank, world, table.num_rows, len(ids), split)
+    return table.sort_by(S.ITEM_ID)
 
 
 def batch_rows(step: int, n: int, batch_size: int, seed: int, rank: int = 0) -> np.ndarray:

@@ -68,3 +68,35 @@ def retrieval_metrics(scores: np.ndarray, relevant: np.ndarray, ks: Sequence[int
     """The summary of one score matrix (see `summarise`)."""
     values = per_query(scores, relevant)
     return summarise(values["first_rank"], values["ndcg"], ks)
+
+
+def block_per_query(scores: np.ndarray, relevant: np.ndarray, k: int = NDCG_K) -> Dict[str, np.ndarray]:
+    """`per_query` of a block of queries by counting, without sorting the gallery: O(k * block * gallery).
+
+    A relevant item of score v ranks 1 + #(scores > v) + #(non-relevant scores == v) + #(relevant items
+    of score v placed before it), the same pessimistic ties as `relevant_positions`. Only the k best
+    relevant scores of each query are ranked: no other relevant item can reach the top k.
+    """
+    if scores.shape != relevant.shape or scores.ndim != 2:
+        raise ValueError(f"scores {scores.shape} and relevant {relevant.shape} must be equal 2-d shapes")
+    if not relevant.any(axis=1).all():
+        raise ValueError("every query needs at least one relevant gallery item")
+    top = best_relevant_scores(scores, relevant, k)
+    ranks = np.zeros(top.shape, dtype=np.int64)
+    for j in range(top.shape[1]):
+        v = top[:, j: j + 1]
+        ties_before = (top[:, :j] == v).sum(axis=1)
+        ranks[:, j] = 1 + (scores > v).sum(axis=1) + ((scores == v) & ~relevant).sum(axis=1) + ties_before
+    valid = top > -np.inf  # pads of queries with fewer than k relevant items
+    gains = np.where(valid & (ranks <= k), 1.0 / np.log2(ranks + 1.0), 0.0).sum(axis=1)
+    n_rel = np.minimum(relevant.sum(axis=1), k)
+    ideal = np.cumsum(1.0 / np.log2(np.arange(2, k + 2)))[n_rel - 1]
+    return {"first_rank": ranks[:, 0], "ndcg": gains / ideal}
+
+
+def best_relevant_scores(scores: np.ndarray, relevant: np.ndarray, k: int) -> np.ndarray:
+    """(q, min(k, gallery)) the highest scores of each query's relevant items, best first (-inf pads)."""
+    kk = min(k, scores.shape[1])
+    masked = np.where(relevant, scores, -np.inf)
+    top = np.partition(masked, scores.shape[1] - kk, axis=1)[:, scores.shape[1] - kk:]
+    return -np.sort(-top, axis=1)

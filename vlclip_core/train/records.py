@@ -44,6 +44,7 @@ def write_training_run(tables: Tables, report) -> None:
 def write_evaluations(tables: Tables, rows: List[dict]) -> None:
     """Upsert evaluation rows by (model_version, eval_id, ablation, task, product_type)."""
     tables.ensure("evaluations")
+    tables.add_missing_columns("evaluations")
     schema = table_schema(tables.spark, "evaluations")
     df = tables.spark.createDataFrame([tuple(r.get(f.name) for f in schema.fields) for r in rows], schema)
     upsert(tables, "evaluations", df, S.EVAL_KEY)
