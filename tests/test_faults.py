@@ -112,6 +112,7 @@ def test_bad_inputs_become_error_rows_and_a_dead_llm_falls_back(
             # 12 of 18 items fail on purpose: above the default thresholds
             "job.thresholds.max_failed.decode=1",
             "job.thresholds.max_failed.any=1",
+            "job.thresholds.max_fallback.llm_error=1",  # the LLM is down on purpose
         )
         report = run_job(config, spark)
     errors, embedded = outcomes(spark, config, report.run_id)
@@ -195,6 +196,8 @@ def test_a_stuck_stage_ends_the_run_naming_it_and_a_rerun_completes(
         tmp_path / "wh",
         "stages.enrichment.impl=tests.fault_stages:SleepingEnrichment",
         "ray.stall_timeout_s=30",
+        "stages.enrichment.batch_timeout_s=0",  # no deadline: the stall check is the last resort
+        "stages.enrichment.item_timeout_s=0",
     )
     started = time.monotonic()
     with pytest.raises(PipelineStalledError, match="stage 'enrichment' has held a batch for"):
@@ -211,7 +214,7 @@ def test_a_stuck_stage_ends_the_run_naming_it_and_a_rerun_completes(
 def test_merge_failure_after_ray_commits_on_rerun_without_models(
     spark, make_config, sample_root, tmp_path, monkeypatch
 ):
-    import vlclip_core.run.job as job
+    import vlclip_core.run.commit as commit
 
     rows = items(sample_root, tmp_path / "images", 5)
     catalog = write_rows(rows, tmp_path / "cat", read_catalog(str(sample_root / "catalog")).schema)
@@ -220,7 +223,7 @@ def test_merge_failure_after_ray_commits_on_rerun_without_models(
     def broken_merge(*args, **kwargs):
         raise RuntimeError("simulated MERGE failure")
 
-    monkeypatch.setattr(job, "merge_embeddings", broken_merge)
+    monkeypatch.setattr(commit, "merge_embeddings", broken_merge)
     with pytest.raises(RuntimeError, match="simulated MERGE failure"):
         run_job(config, spark)
     monkeypatch.undo()
@@ -236,7 +239,7 @@ def test_merge_failure_after_ray_commits_on_rerun_without_models(
 
 def test_a_second_run_on_the_same_warehouse_fails_clearly(spark, make_config, sample_root, tmp_path):
     config = make_config(sample_root / "catalog", tmp_path / "wh")
-    with RunLock(config.warehouse.staging(), "another-run"):
+    with RunLock(config.warehouse.path, "another-run"):  # one lock per warehouse
         with pytest.raises(RunLockedError, match="another vlclip run holds"):
             run_job(config, spark)
     assert Tables(spark, config.warehouse).read("embeddings").count() == 0
