@@ -200,6 +200,9 @@ def merge_embeddings(tables: Tables, src, model_version: str, update_unchanged: 
     from pyspark.sql import functions as F
 
     check_unique_keys(src, (S.ITEM_ID,), f"MERGE into {tables.ref('embeddings')}")
+    # rows written outside a run (benchmarks, backfills by hand): written now, final
+    defaults = {S.RUN_STARTED_AT: F.current_timestamp(), S.NEEDS_RERUN: F.lit(False)}
+    src = src.withColumns({k: v for k, v in defaults.items() if k not in src.columns})
     condition = _in_version("t", model_version) & _same(S.ITEM_ID, S.MODEL_VERSION)
     changed = (F.col(f"t.{S.CONTENT_HASH}") != F.col(f"s.{S.CONTENT_HASH}")) | F.coalesce(
         F.col(f"t.{S.NEEDS_RERUN}"), F.lit(False)
