@@ -216,25 +216,26 @@ def test_items_that_fell_back_while_the_llm_was_down_are_selected_again(
 
     from vlclip_core.run.job import run_job
 
-    catalog = small_catalog(sample_root, tmp_path, 10)
+    catalog = small_catalog(sample_root, tmp_path, 4)
     down = make_config(
         catalog,
         tmp_path / "wh",
         *llm_overrides(f"http://127.0.0.1:{free_closed_port()}/v1"),
         "job.thresholds.on_breach=degraded",
+        "job.thresholds.min_items=4",
     )
     report = run_job(down, spark)
-    assert report.status == "degraded" and "llm_error fallback: 10/10" in report.message
+    assert report.status == "degraded" and "llm_error fallback: 4/4" in report.message
     stored = {r.item_id: r for r in Tables(spark, down.warehouse).read("embeddings").collect()}
-    assert len(stored) == 10 and {r.enrichment_status for r in stored.values()} == {"fallback"}
+    assert len(stored) == 4 and {r.enrichment_status for r in stored.values()} == {"fallback"}
     with FakeLLMServer(responder=answer_each_step) as llm:
-        up = make_config(catalog, tmp_path / "wh", *llm_overrides(llm.base_url))
+        up = make_config(catalog, tmp_path / "wh", *llm_overrides(llm.base_url), "job.thresholds.min_items=4")
         assert up.model_version == down.model_version
         again = run_job(up, spark)
-    assert (again.status, again.items_selected, again.items_embedded) == ("succeeded", 10, 10)
-    assert len(llm.requests) >= 10 and again.llm_calls >= 10  # every item was sent to the LLM again
+    assert (again.status, again.items_selected, again.items_embedded) == ("succeeded", 4, 4)
+    assert len(llm.requests) >= 4 and again.llm_calls >= 4  # every item was sent to the LLM again
     rows = Tables(spark, up.warehouse).read("embeddings").collect()
-    assert len(rows) == 10 and {r.run_id for r in rows} == {again.run_id}
+    assert len(rows) == 4 and {r.run_id for r in rows} == {again.run_id}
     assert not any(r.needs_rerun for r in rows)  # the LLM answered: final until the content changes
 
 
