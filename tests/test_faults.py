@@ -113,6 +113,7 @@ def test_bad_inputs_become_error_rows_and_a_dead_llm_falls_back(
             # 12 of 18 items fail on purpose: above the default thresholds
             "job.thresholds.max_failed.decode=1",
             "job.thresholds.max_failed.any=1",
+            "job.thresholds.max_fallback.llm_error=1",  # the LLM is down on purpose
         )
         report = run_job(config, spark)
     errors, embedded = outcomes(spark, config, report.run_id)
@@ -196,6 +197,8 @@ def test_a_stuck_stage_ends_the_run_naming_it_and_a_rerun_completes(
         tmp_path / "wh",
         "stages.enrichment.impl=tests.fault_stages:SleepingEnrichment",
         "ray.stall_timeout_s=30",
+        "stages.enrichment.batch_timeout_s=0",  # no deadline: the stall check is the last resort
+        "stages.enrichment.item_timeout_s=0",
     )
     started = time.monotonic()
     with pytest.raises(PipelineStalledError, match="stage 'enrichment' has held a batch for"):
@@ -237,10 +240,10 @@ def test_merge_failure_after_ray_commits_on_rerun_without_models(
 
 def test_a_second_run_on_the_same_warehouse_fails_clearly(spark, make_config, sample_root, tmp_path):
     config = make_config(sample_root / "catalog", tmp_path / "wh")
-    with RunLock(config.warehouse.staging(), "another-run"):
+    with RunLock(config.warehouse.path, "another-run"):  # one lock per warehouse
         with pytest.raises(RunLockedError, match="another vlclip run holds"):
             run_job(config, spark)
-    assert Tables(spark, config.warehouse).read("embeddings").count() == 0
+    assert not os.path.exists(os.path.join(config.warehouse.path, "embeddings"))  # refused before any table
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):

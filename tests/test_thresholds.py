@@ -44,3 +44,17 @@ def test_small_runs_get_no_verdict():
         "failed at decode: 9/9 (100%) > 50%",
         "failed at any: 9/9 (100%) > 50%",
     ]
+
+
+def test_fallbacks_caused_by_llm_errors_breach_a_small_default_share():
+    outcomes = {"embedded": 20, "embedded_text_fallback": 2, "embedded_llm_error": 2}
+    assert breaches(_thresholds(), 20, 20, outcomes) == ["llm_error fallback: 2/20 (10%) > 5%"]
+    assert breaches(_thresholds(), 20, 20, dict(outcomes, embedded_llm_error=1)) == []
+
+
+def test_items_skipped_because_their_image_failed_for_good_count_as_decode_failures():
+    outcomes = {"embedded": 8, "skipped_failed_image": 12}
+    assert breaches(_thresholds(), 20, 20, outcomes) == [
+        "failed at decode: 12/20 (60%) > 50%",
+        "failed at any: 12/20 (60%) > 50%",
+    ]

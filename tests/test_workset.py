@@ -6,7 +6,7 @@ from test_catalog import ROWS, write
 
 from vlclip_core import schema as S
 from vlclip_core.config import CatalogConfig, WarehouseConfig
-from vlclip_core.run.job import RunReport, record_run
+from vlclip_core.run.report import RunReport, record_run
 from vlclip_core.run.state import create_run
 from vlclip_core.selection.catalog import load_hashed
 from vlclip_core.selection.workset import CLASS, classify

@@ -85,12 +85,15 @@ STAGE_NAMES = ("decode", "grounding", "enrichment", "clip")
 MODEL_VERSION = "model_version"
 RUN_ID = "run_id"
 UPDATED_AT = "updated_at"
+RUN_STARTED_AT = "run_started_at"  # when the writing run started: a row is never overwritten by an older run
+NEEDS_RERUN = "needs_rerun"  # embeddings: provisional (text fell back because the LLM failed): reselected
 
 EMBEDDINGS_DDL = """
 item_id STRING NOT NULL, model_version STRING NOT NULL, content_hash STRING NOT NULL,
 image_embedding ARRAY<FLOAT>, text_embedding ARRAY<FLOAT>, embedding ARRAY<FLOAT>, embedding_dim INT,
 enriched_text STRING, enrichment_status STRING, grounding_box ARRAY<FLOAT>, grounding_score FLOAT,
-grounded BOOLEAN, product_type STRING, run_id STRING, updated_at TIMESTAMP
+grounded BOOLEAN, product_type STRING, run_id STRING, updated_at TIMESTAMP, needs_rerun BOOLEAN,
+run_started_at TIMESTAMP
 """
 
 ERRORS_DDL = """
@@ -104,7 +107,7 @@ items_seen BIGINT, items_invalid BIGINT, items_selected BIGINT, items_embedded B
 items_removed BIGINT, items_skipped BIGINT, detector_calls BIGINT, llm_calls BIGINT,
 phase_seconds MAP<STRING,DOUBLE>, stage_seconds MAP<STRING,DOUBLE>, stage_items_per_s MAP<STRING,DOUBLE>,
 error_counts MAP<STRING,BIGINT>, outcome_counts MAP<STRING,BIGINT>,
-config_hash STRING, model_version STRING, message STRING
+config_hash STRING, model_version STRING, message STRING, run_started_at TIMESTAMP
 """
 
 GROUNDING_CACHE_DDL = """

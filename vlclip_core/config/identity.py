@@ -1,7 +1,8 @@
 """The recipe identity: which config fields and files decide an output, digested into model_version.
 
 Each model section declares `IDENTITY` (the fields that change an output) and `OUTSIDE_IDENTITY` (every
-other field, with its reason); the prompt files and a custom CLIP architecture count by content.
+other field, with its reason); the prompt files, a custom CLIP architecture and local weight files
+count by content.
 """
 
 from __future__ import annotations
@@ -67,6 +68,54 @@ def architecture_digest(clip) -> Optional[str]:
         return None
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()[:16]
+
+
+# Weight files up to this size count by content; larger ones by (size, mtime) so that reading
+# model_version never hashes gigabytes on the driver.
+HASH_LIMIT_BYTES = 1 << 30
+
+
+def weights_digest(path: Optional[str]) -> Optional[str]:
+    """Content identity of a local checkpoint file or model directory (None for a hub id or tag), so a
+    checkpoint overwritten in place under the same name changes the recipe.
+
+    Cached by every file's (name, size, mtime_ns): repeated model_version reads stat, never re-hash.
+    """
+    if not path or not os.path.exists(path):
+        return None
+    return _weights_digest(path, _file_stats(path))
+
+
+def _file_stats(path: str) -> Tuple:
+    if os.path.isfile(path):
+        st = os.stat(path)
+        return (("", st.st_size, st.st_mtime_ns),)
+    found = []
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for name in sorted(files):
+            st = os.stat(os.path.join(root, name))
+            found.append((os.path.relpath(os.path.join(root, name), path), st.st_size, st.st_mtime_ns))
+    return tuple(found)
+
+
+@functools.lru_cache(maxsize=64)
+def _weights_digest(path: str, stats: Tuple) -> str:
+    parts = []
+    for rel, size, mtime_ns in stats:
+        if size <= HASH_LIMIT_BYTES:
+            parts.append([rel, size, _sha256(os.path.join(path, rel) if rel else path)])
+        else:
+            parts.append([rel, size, mtime_ns])
+    return digest(parts)[:16]
+
+
+def _sha256(path: str) -> str:
+    sha = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return sha.hexdigest()
 
 
 def llm_identity(config) -> str:

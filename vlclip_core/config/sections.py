@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Optional
+from typing import ClassVar, Dict, List, Optional, Tuple
 
 from vlclip_core import storage
 from vlclip_core.config import identity
@@ -114,10 +114,12 @@ class FailedFractions:
 
 @dataclass
 class FallbackFractions:
-    """Highest share of embedded items that may be ungrounded (whole image) or carry fallback text."""
+    """Highest share of embedded items that may be ungrounded (whole image) or carry fallback text;
+    `llm_error`: fallback text because the LLM failed (down, timing out), not because of the item."""
 
     grounding: float = 1.0
     enrichment: float = 1.0
+    llm_error: float = 0.05
 
 
 @dataclass
@@ -153,12 +155,18 @@ class JobConfig:
     resume: bool = True
     log_every_s: float = 10.0
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
+    # failed_images rows whose last failure is older than this are deleted at commit (0: kept for ever)
+    failed_images_retention_days: float = 30.0
 
     def validate(self) -> None:
         one_of("job.mode", self.mode, ("incremental", "backfill"))
         one_of("job.removed_items", self.removed_items, ("keep", "delete"))
         positive("job.shard_size", self.shard_size)
         fraction("job.max_removed_fraction", self.max_removed_fraction)
+        if self.failed_images_retention_days < 0:
+            raise ConfigError(
+                f"job.failed_images_retention_days must be >= 0, got {self.failed_images_retention_days}"
+            )
         if self.run_id is not None:
             check_run_id(self.run_id, "job.run_id")
         self.thresholds.validate()
@@ -195,9 +203,18 @@ class StageResources:
     num_cpus: float = 1.0
     num_gpus: float = 0.0
     impl: Optional[str] = None  # "module:Class" replacing the stage's class (a BatchStage subclass)
+    # Deadlines: a batch still in the stage after batch_timeout_s is retried item by item, and an item
+    # still there after item_timeout_s becomes an error row (deadline_exceeded); the run goes on.
+    # Unset: a third of ray.stall_timeout_s; 0: none (only the stall check is left).
+    batch_timeout_s: Optional[float] = None
+    item_timeout_s: Optional[float] = None
 
     def validate(self, name: str) -> None:
         positive(f"stages.{name}.batch_size", self.batch_size)
+        for key in ("batch_timeout_s", "item_timeout_s"):
+            value = getattr(self, key)
+            if value is not None and value < 0:
+                raise ConfigError(f"stages.{name}.{key} must be >= 0 (0: no deadline), got {value}")
         positive(f"stages.{name}.num_actors", self.num_actors)
         if self.num_cpus < 0 or self.num_gpus < 0:
             raise ConfigError(
@@ -306,7 +323,7 @@ class DetectorConfig:
         check_prompt_template(self.prompt_template)
 
     def identity(self) -> dict:
-        return identity.section_identity(self)
+        return dict(identity.section_identity(self), weights=identity.weights_digest(self.path))
 
 
 DEFAULT_STOP = ("\n\n",)  # a description is one paragraph: a blank line starts something else
@@ -419,7 +436,12 @@ class LLMConfig:
             )
 
     def identity(self) -> dict:
-        return dict(identity.section_identity(self), prompts=self.prompt_digest())
+        weights = os.path.join(self.path, self.gguf_file) if self.path and self.gguf_file else self.path
+        return dict(
+            identity.section_identity(self),
+            prompts=self.prompt_digest(),
+            weights=identity.weights_digest(weights),
+        )
 
     def prompt_digest(self) -> str:
         """Content hash of the prompt files of `prompt_version` (editing a prompt changes the recipe)."""
@@ -450,7 +472,11 @@ class ClipConfig:
             )
 
     def identity(self) -> dict:
-        return dict(identity.section_identity(self), architecture=identity.architecture_digest(self))
+        return dict(
+            identity.section_identity(self),
+            architecture=identity.architecture_digest(self),
+            checkpoint=identity.weights_digest(self.pretrained),
+        )
 
 
 @dataclass
@@ -505,6 +531,12 @@ class VlclipConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def stage_deadlines(self, name: str) -> Tuple[float, float]:
+        """(batch, item) deadline of a stage in seconds, 0 for none; unset: a third of the stall timeout,
+        so that a stuck item becomes an error row before the stall check ends the run."""
+        res, default = getattr(self.stages, name), self.ray.stall_timeout_s / 3
+        return tuple(default if v is None else v for v in (res.batch_timeout_s, res.item_timeout_s))
 
     @property
     def model_version(self) -> str:

@@ -33,7 +33,8 @@ class StageActor:
         import torch
 
         torch.set_num_threads(threads)
-        self.stage = stage_class(config, self.stage_name)(config)
+        stage = stage_class(config, self.stage_name)(config)
+        self.stage = with_deadlines(stage, config, self.stage_name, heartbeat)
         self.heartbeat = heartbeat
         register_current_actor(heartbeat)
 
@@ -63,4 +64,13 @@ def stage_class(config: VlclipConfig, name: str):
 
 def decode_task(batch, config: VlclipConfig, heartbeat=None):
     """Decode runs as plain CPU tasks: the stage is cheap to build, so it is built per batch."""
-    return beating(heartbeat, "decode", stage_class(config, "decode")(config), batch)
+    stage = with_deadlines(stage_class(config, "decode")(config), config, "decode", heartbeat)
+    return beating(heartbeat, "decode", stage, batch)
+
+
+def with_deadlines(stage, config: VlclipConfig, name: str, heartbeat=None):
+    """Give a stage its batch and item deadlines (stages.<name>), beating the heartbeat per lone item."""
+    batch_s, item_s = config.stage_deadlines(name)
+    beat = (lambda: heartbeat.touch.remote()) if heartbeat is not None else None
+    stage.set_deadlines(batch_s, item_s, beat)
+    return stage

@@ -35,6 +35,10 @@ class StageHeartbeat:
         self.done[stage] += 1
         self.last_event = time.time()
 
+    def touch(self) -> None:
+        """A stage made progress inside a batch (an item finished alone, under its deadline)."""
+        self.last_event = time.time()
+
     def snapshot(self) -> dict:
         return {
             "in_flight": list(self.in_flight.values()),

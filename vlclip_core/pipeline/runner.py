@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +19,13 @@ from vlclip_core.pipeline.chain import build_dataset
 from vlclip_core.pipeline.heartbeat import start_heartbeat, stop_run_actors
 from vlclip_core.pipeline.progress import Progress
 from vlclip_core.pipeline.ray_init import init_ray
-from vlclip_core.pipeline.shard_writer import OUTPUT_SCHEMA, write_shard_parts
+from vlclip_core.pipeline.shard_writer import (
+    OUTPUT_SCHEMA,
+    part_name,
+    summarise_table,
+    write_part,
+    write_shard_parts,
+)
 from vlclip_core.pipeline.watchdog import summaries
 from vlclip_core.run.state import RunState
 
@@ -44,7 +50,8 @@ class PipelineResult:
 
 
 def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
-    """Process the run's pending shards; a shard is marked done once all its rows are written."""
+    """Process the run's pending shards; a shard is marked done once the rows on disk are its staged
+    items, each exactly once (its done-marker's counts are read back from those rows)."""
     state.clear_partial_outputs()
     pending, expected = state.pending_shards(), state.shards()
     total = sum(expected[s] for s in pending)
@@ -81,7 +88,11 @@ def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
     finally:
         stop_run_actors(heartbeat)
     for shard in state.pending_shards():
-        state.mark_shard_done(shard, fail_lost_rows(state, shard, shard_acc.get(shard)))
+        fail_lost_rows(state, shard)
+        if not finish_shard(state, shard):
+            raise RuntimeError(
+                f"shard {shard}: the rows on disk do not match its {state.shards()[shard]} staged rows"
+            )
     for summary in state.done_summaries():
         result.add(summary)
     result.wall_seconds = time.monotonic() - start
@@ -95,8 +106,8 @@ def _run_pass(
     for summary in summaries(ds, config.ray.stall_timeout_s, heartbeat):
         _accumulate(shard_acc, summary)
         shard = int(summary["shard"])
-        if shard_acc[shard]["rows"] == expected[shard]:
-            state.mark_shard_done(shard, shard_acc.pop(shard))
+        if shard_acc[shard]["rows"] >= expected[shard] and finish_shard(state, shard):
+            shard_acc.pop(shard)
         progress.update(int(summary["rows"]), done_shards=len(state.done_shards()), shards=len(expected))
 
 
@@ -108,14 +119,49 @@ def _accumulate(acc: Dict[int, Dict], summary: Dict) -> None:
             current[key] += value.item() if hasattr(value, "item") else value
 
 
-def fail_lost_rows(state: RunState, shard: int, summary: Optional[Dict]) -> Dict:
+def finish_shard(state: RunState, shard: int) -> bool:
+    """Mark a shard done when the rows on disk are exactly its staged items, once each.
+
+    Items written twice (a retried batch regrouped by Ray) are deduplicated first: the shard's parts
+    are replaced by one part holding one row per item. Returns False while items are missing.
+    """
+    staged = _staged_ids(state, shard)
+    written = _written(state, shard, [S.ITEM_ID])
+    ids = written.column(S.ITEM_ID).to_pylist()
+    if set(ids) != staged:
+        return False
+    table = _written(state, shard, None)
+    if len(ids) != len(staged):
+        table = _compact(state, shard, table)
+    state.mark_shard_done(shard, summarise_table(table, shard))
+    return True
+
+
+def _compact(state: RunState, shard: int, table: pa.Table) -> pa.Table:
+    """One row per item (an ok row first), written as one part that replaces the shard's parts."""
+    log.warning("shard %d: %d row(s) for %d item(s) on disk; keeping one per item", shard, table.num_rows,
+                len(set(table.column(S.ITEM_ID).to_pylist())))
+    ids, status = table.column(S.ITEM_ID).to_pylist(), table.column(S.STATUS).to_pylist()
+    chosen: Dict[str, int] = {}
+    for row, (item, st) in enumerate(zip(ids, status)):
+        if item not in chosen or (st == S.STATUS_OK and status[chosen[item]] != S.STATUS_OK):
+            chosen[item] = row
+    unique = table.take(pa.array(sorted(chosen.values()), type=pa.int64()))
+    out = state.shard_output(shard)
+    old_parts = [n for n in storage.list_dir(out) if n.endswith(".parquet")]
+    name = part_name(unique.column(S.ITEM_ID).to_pylist())
+    write_part(unique, storage.spark_path(out), name)
+    for part in old_parts:
+        if part != name:
+            storage.delete_file(storage.join(out, part))
+    return unique
+
+
+def fail_lost_rows(state: RunState, shard: int) -> None:
     """Rows of a shard that never reached the writer (their batch kept failing) become error rows."""
     lost = _lost_rows(state, shard, [S.ITEM_ID, S.CONTENT_HASH, S.TEXT_HASH, S.PRODUCT_TYPE, S.IMAGE_URI])
     if lost.num_rows == 0:
-        raise RuntimeError(
-            f"shard {shard} is incomplete but none of its items is missing: "
-            f"summary {summary} does not match its {state.shards()[shard]} staged rows"
-        )
+        return
     log.error(
         "shard %d: %d item(s) were lost with a batch that kept failing; recording them as errors",
         shard,
@@ -135,12 +181,13 @@ def fail_lost_rows(state: RunState, shard: int, summary: Optional[Dict]) -> Dict
             ),
         }
     )
-    lost_summary = {
-        k: v[0].item() for k, v in write_shard_parts(batch, storage.spark_path(state.path("output"))).items()
-    }
-    if summary:
-        return {k: (summary.get(k, 0) + v if k != "shard" else v) for k, v in lost_summary.items()}
-    return lost_summary
+    write_shard_parts(batch, storage.spark_path(state.path("output")))
+
+
+def _staged_ids(state: RunState, shard: int) -> set:
+    path = storage.spark_path(state.shard_input(shard))
+    staged = pq.read_table(path, partitioning=None, columns=[S.ITEM_ID])
+    return set(staged.column(S.ITEM_ID).to_pylist())
 
 
 def _lost_rows(state: RunState, shard: int, columns: List[str]) -> pa.Table:
@@ -151,11 +198,12 @@ def _lost_rows(state: RunState, shard: int, columns: List[str]) -> pa.Table:
 
 
 def _written_ids(state: RunState, shard: int) -> set:
+    return set(_written(state, shard, [S.ITEM_ID]).column(S.ITEM_ID).to_pylist())
+
+
+def _written(state: RunState, shard: int, columns) -> pa.Table:
+    """The rows the writer put in a shard's parts (`columns`, or all); empty when there are none."""
     out = state.shard_output(shard)
-    if not storage.exists(out):
-        return set()
-    return set(
-        pq.read_table(storage.spark_path(out), columns=[S.ITEM_ID], partitioning=None, schema=OUTPUT_SCHEMA)
-        .column(S.ITEM_ID)
-        .to_pylist()
-    )
+    if not any(n.endswith(".parquet") for n in storage.list_dir(out)):
+        return OUTPUT_SCHEMA.empty_table().select(columns or OUTPUT_SCHEMA.names)
+    return pq.read_table(storage.spark_path(out), columns=columns, partitioning=None, schema=OUTPUT_SCHEMA)

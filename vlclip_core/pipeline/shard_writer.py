@@ -1,9 +1,15 @@
-"""The shard writer at the end of the Ray chain: one Parquet part per (batch, shard), a summary per shard."""
+"""The shard writer at the end of the Ray pipeline: one Parquet part per (batch, shard), a summary per shard.
+
+A part is named by the item ids it holds, so a retried writer task replaces its earlier part instead
+of adding a second copy, and it is written under a hidden name and moved into place, so a reader
+never sees half a part. Non-finite vectors (NaN/inf from a model) make their row an error row.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
-from typing import Dict
+from typing import Dict, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +17,7 @@ import pyarrow.parquet as pq
 
 from vlclip_core import schema as S
 from vlclip_core import storage
+from vlclip_core.batch import mark_error, writable
 
 # shard_id is not written: it is the name of the part's directory (Spark reads it back from there).
 OUTPUT_COLUMNS = (
@@ -62,16 +69,68 @@ def write_shard_parts(batch, out_dir: str) -> Dict[str, np.ndarray]:
         "llm_calls": [],
     }
     seconds = {name: [] for name in S.STAGE_NAMES}
+    fail_non_finite(batch)
     for shard in np.unique(shard_ids):
         rows = np.flatnonzero(shard_ids == shard)
         table = to_arrow({c: batch[c][rows] for c in OUTPUT_COLUMNS if c in batch}, len(rows))
-        path = storage.join(out_dir, f"shard_id={int(shard)}", f"part-{uuid.uuid4().hex}.parquet")
-        fs, local = storage.resolve(path)
-        fs.create_dir(local.rsplit("/", 1)[0], recursive=True)
-        pq.write_table(table, local, filesystem=fs)
+        write_part(table, storage.join(out_dir, f"shard_id={int(shard)}"), part_name(batch[S.ITEM_ID][rows]))
         _summarise(summaries, seconds, batch, rows, int(shard))
     out = {k: np.asarray(v) for k, v in summaries.items()}
     out.update({S.STAGE_SECONDS_PREFIX + k: np.asarray(v, dtype=np.float64) for k, v in seconds.items()})
+    return out
+
+
+def part_name(item_ids: Iterable) -> str:
+    """The part file of these items: the same items always give the same name (a retry replaces)."""
+    key = "\n".join(sorted(str(i) for i in item_ids)).encode()
+    return f"part-{hashlib.sha256(key).hexdigest()[:32]}.parquet"
+
+
+def write_part(table: pa.Table, shard_dir: str, name: str) -> None:
+    """Write a part under a hidden temporary name (readers skip `_` files), then move it into place."""
+    fs, local = storage.resolve(storage.join(shard_dir, name))
+    folder = local.rsplit("/", 1)[0]
+    fs.create_dir(folder, recursive=True)
+    tmp = f"{folder}/_tmp-{uuid.uuid4().hex}-{name}"
+    pq.write_table(table, tmp, filesystem=fs)
+    fs.move(tmp, local)
+
+
+def fail_non_finite(batch) -> None:
+    """Rows still ok whose vectors are missing or hold NaN/inf become error rows of the clip stage."""
+    if S.STATUS not in batch or S.EMBEDDING not in batch:
+        return
+    ok = batch[S.STATUS] == S.STATUS_OK
+    bad = np.zeros(len(ok), dtype=bool)
+    for column in (S.EMBEDDING, S.IMAGE_EMBEDDING, S.TEXT_EMBEDDING):
+        if column in batch:
+            bad |= ok & ~_finite_rows(batch[column])
+    if bad.any():
+        writable(batch)
+        for row in np.flatnonzero(bad):
+            mark_error(batch, int(row), "clip", "non_finite_vector", "a vector is missing, NaN or infinite")
+
+
+def _finite_rows(values: np.ndarray) -> np.ndarray:
+    """Per row: the vector is present, non-empty and finite."""
+    if values.ndim == 2:
+        return np.isfinite(values).all(axis=1) & (values.shape[1] > 0)
+    return np.array(
+        [v is not None and np.size(v) > 0 and bool(np.isfinite(np.asarray(v, dtype=np.float64)).all())
+         for v in values],
+        dtype=bool,
+    )
+
+
+def summarise_table(table: pa.Table, shard: int) -> Dict:
+    """The summary row of one shard's parts as read back from disk (what the done-marker records)."""
+    batch = {name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+    keys = ("shard", "rows", "ok", "errors", "detector_items", "llm_calls")
+    summaries: Dict[str, list] = {k: [] for k in keys}
+    seconds = {name: [] for name in S.STAGE_NAMES}
+    _summarise(summaries, seconds, batch, np.arange(table.num_rows), shard)
+    out = {k: v[0] for k, v in summaries.items()}
+    out.update({S.STAGE_SECONDS_PREFIX + k: v[0] for k, v in seconds.items()})
     return out
 
 

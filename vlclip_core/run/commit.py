@@ -42,8 +42,13 @@ def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report:
     error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect() if errors is not None else []
     _fill_counts(report, state, error_counts)
     report.outcome_counts = outcome_counts(results, error_counts)
+    if report.items_skipped:
+        report.outcome_counts["skipped_failed_image"] = report.items_skipped
     breached = breaches(
-        config.job.thresholds, report.items_seen, report.items_selected, report.outcome_counts
+        config.job.thresholds,
+        report.items_seen,
+        report.items_selected + report.items_skipped,  # a skipped item is one that failed at decode
+        report.outcome_counts,
     )
     publish = not breached or config.job.thresholds.on_breach == "degraded"
     run_concurrently(_commit_writes(tables, state, config, results, errors, publish))
@@ -53,7 +58,7 @@ def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report:
     if breached:
         _breach(report, breached, publish)
     if config.job.removed_items == "delete":
-        report.items_removed = remove_items(spark, tables, config)
+        report.items_removed = remove_items(spark, tables, config, state.manifest.get("catalog_version"))
     log.info(
         "commit: %d embedded, %d failed, %d removed, %d skipped",
         report.items_embedded,
@@ -80,7 +85,11 @@ def _commit_writes(
                 )
             )
         writes += _cache_writes(tables, results, config)
-        writes.append(functools.partial(record_failures, tables, results, state.run_id))
+        writes.append(
+            functools.partial(
+                record_failures, tables, results, state.run_id, config.job.failed_images_retention_days
+            )
+        )
     if errors is not None:
         writes.append(functools.partial(replace_run_errors, tables, errors, state.run_id))
     return writes
@@ -98,11 +107,15 @@ def _breach(report: RunReport, breached: List[str], published: bool) -> None:
     report.status, report.message = "degraded", message
 
 
-def remove_items(spark, tables: Tables, config: VlclipConfig) -> int:
-    """Delete the version's embeddings of items in no catalog row, guarded by job.max_removed_fraction."""
+def remove_items(spark, tables: Tables, config: VlclipConfig, catalog_version=None) -> int:
+    """Delete the version's embeddings of items in no catalog row, guarded by job.max_removed_fraction.
+
+    The guard's count and the delete read the catalog snapshot the run staged from (`catalog_version`,
+    a Delta version), so a catalog rewritten meanwhile cannot change what is deleted.
+    """
     from pyspark.sql import functions as F
 
-    ids = normalise(read_catalog(spark, config.catalog)).select(S.ITEM_ID)
+    ids = normalise(read_catalog(spark, config.catalog, catalog_version)).select(S.ITEM_ID)
     gone = removed_items(tables, ids, config.model_version).count()
     if not gone:
         return 0
@@ -140,9 +153,19 @@ def _embedding_rows(results, state: RunState):
         S.GROUNDING_SCORE,
         S.GROUNDED,
         S.PRODUCT_TYPE,
+        llm_failed().alias(S.NEEDS_RERUN),
         F.lit(state.run_id).alias(S.RUN_ID),
         F.current_timestamp().alias(S.UPDATED_AT),
+        F.lit(state.started_at).alias(S.RUN_STARTED_AT),
     )
+
+
+def llm_failed():
+    """Rows whose text fell back because the LLM failed (reason `llm_error: ...`): never cached, and
+    merged with needs_rerun so that the next run selects them again."""
+    from pyspark.sql import functions as F
+
+    return F.coalesce(F.col(S.ENRICHMENT_REASON), F.lit("")).startswith("llm_error")
 
 
 def _error_rows(spark, state: RunState, results, model_version: str):
@@ -209,7 +232,7 @@ def _cache_writes(tables: Tables, results, config: VlclipConfig) -> List[Callabl
         )
         .dropDuplicates(["image_uri", "image_sha", "prompt"])
     )
-    reusable = ~F.coalesce(F.col(S.ENRICHMENT_REASON), F.lit("")).startswith("llm_error")
+    reusable = ~llm_failed()
     enrichment = (
         results.where(
             (F.col(S.ENRICHMENT_SOURCE) == S.SOURCE_MODEL) & F.col(S.ENRICHED_TEXT).isNotNull() & reusable
@@ -271,6 +294,7 @@ def outcome_counts(results, error_counts: list) -> Dict[str, int]:
             F.sum(F.when(F.col(S.ENRICHMENT_STATUS) == "fallback", 1).otherwise(0)).alias(
                 "embedded_text_fallback"
             ),
+            F.sum(F.when(llm_failed(), 1).otherwise(0)).alias("embedded_llm_error"),
         ).first()
         counts.update({k: int(v or 0) for k, v in row.asDict().items()})
     for row in error_counts:

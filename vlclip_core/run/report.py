@@ -22,7 +22,8 @@ class RunReport:
     model_version: str
     config_hash: str
     status: str = "running"
-    started_at: object = None
+    started_at: object = None  # this attempt
+    run_started_at: object = None  # the run's first attempt (the watermark of its writes)
     finished_at: object = None
     items_seen: int = 0
     items_invalid: int = 0  # catalog rows rejected before selection (null/duplicate id, no image_uri)

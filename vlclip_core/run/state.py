@@ -12,10 +12,11 @@ from vlclip_core import storage
 
 log = logging.getLogger(__name__)
 
-# manifest status, in order; FAILED ends a run that breached its thresholds (never resumed)
+# manifest status, in order; FAILED ends a run that breached its thresholds, ABANDONED one that a later
+# committed run superseded or that an operator dropped (`vlclip abandon`): neither is ever resumed
 STAGING, STAGED, PROCESSED, COMMITTED = "staging", "staged", "processed", "committed"
-FAILED = "failed"
-FINAL = (COMMITTED, FAILED)
+FAILED, ABANDONED = "failed", "abandoned"
+FINAL = (COMMITTED, FAILED, ABANDONED)
 
 
 def utcnow() -> dt.datetime:
@@ -44,6 +45,11 @@ class RunState:
     @property
     def status(self) -> str:
         return self.manifest["status"]
+
+    @property
+    def started_at(self) -> dt.datetime:
+        """When the run was created (its first attempt): the watermark its MERGE is compared by."""
+        return dt.datetime.fromisoformat(self.manifest["started_at"])
 
     def path(self, *parts: str) -> str:
         return storage.join(self.root, *parts)
@@ -95,7 +101,7 @@ def create_run(staging: str, run_id: str, mode: str, model_version: str, config_
         model_version=model_version,
         config_hash=config_hash,
         status=STAGING,
-        started_at=utcnow().isoformat(),
+        started_at=dt.datetime.now(dt.timezone.utc).isoformat(),
         shards={},
     )
     return state

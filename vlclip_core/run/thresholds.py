@@ -16,12 +16,15 @@ def breaches(cfg: ThresholdsConfig, seen: int, selected: int, outcomes: Dict[str
     """Each breached threshold as 'what: count/total (share) > limit', from a run's outcome counts."""
     found = []
     embedded = outcomes.get("embedded", 0)
+    skipped = outcomes.get("skipped_failed_image", 0)  # its image failed for good: a decode failure
     stage_failures = {
-        f.name: outcomes.get(f"failed_{f.name}", 0)
+        f.name: outcomes.get(f"failed_{f.name}", 0) + (skipped if f.name == "decode" else 0)
         for f in dataclasses.fields(cfg.max_failed)
         if f.name not in ("catalog", "any")
     }
-    every_stage = sum(v for k, v in outcomes.items() if k.startswith("failed_") and k != "failed_catalog")
+    every_stage = skipped + sum(
+        v for k, v in outcomes.items() if k.startswith("failed_") and k != "failed_catalog"
+    )
     failed = dict(stage_failures, any=every_stage, catalog=outcomes.get("failed_catalog", 0))
     for name, count in failed.items():
         total = seen if name == "catalog" else selected
@@ -29,6 +32,7 @@ def breaches(cfg: ThresholdsConfig, seen: int, selected: int, outcomes: Dict[str
     fallbacks = {
         "grounding": outcomes.get("embedded_ungrounded", 0),
         "enrichment": outcomes.get("embedded_text_fallback", 0),
+        "llm_error": outcomes.get("embedded_llm_error", 0),
     }
     for name, count in fallbacks.items():
         found += _over(f"{name} fallback", count, embedded, getattr(cfg.max_fallback, name), cfg.min_items)

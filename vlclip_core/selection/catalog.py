@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import List
+from typing import List, Optional
 
 from vlclip_core import schema as S
 from vlclip_core import storage
@@ -16,16 +16,34 @@ class CatalogSchemaError(ValueError):
     """The catalog lacks required columns or has them with the wrong type (the message lists each)."""
 
 
-def read_catalog(spark, cfg: CatalogConfig):
-    """Load the catalog (Delta table, Delta/Parquet directory or metastore table), filter pushed down."""
+def read_catalog(spark, cfg: CatalogConfig, version: Optional[int] = None):
+    """Load the catalog (Delta table, Delta/Parquet directory or metastore table), filter pushed down;
+    `version`: that Delta snapshot (catalog_version), so every read of one run sees the same rows."""
+    reader = spark.read.option("versionAsOf", version) if version is not None else spark.read
     if cfg.table:
-        df = spark.table(cfg.table)
+        df = reader.table(cfg.table) if version is not None else spark.table(cfg.table)
     else:
         fmt = _detect_format(cfg.path) if cfg.format == "auto" else cfg.format
-        df = spark.read.format(fmt).load(storage.spark_path(cfg.path))
+        df = reader.format(fmt).load(storage.spark_path(cfg.path))
     if cfg.filter:
         df = df.where(cfg.filter)
     return df
+
+
+def catalog_version(spark, cfg: CatalogConfig) -> Optional[int]:
+    """The catalog's current Delta version (None for a Parquet catalog, which has no snapshots)."""
+    from delta.tables import DeltaTable
+
+    if cfg.table:
+        try:
+            table = DeltaTable.forName(spark, cfg.table)
+        except Exception:  # noqa: BLE001 - a metastore table that is not Delta: no snapshot to pin
+            return None
+    elif (_detect_format(cfg.path) if cfg.format == "auto" else cfg.format) == "delta":
+        table = DeltaTable.forPath(spark, storage.spark_path(cfg.path))
+    else:
+        return None
+    return int(table.history(1).select("version").first()[0])
 
 
 def _detect_format(path: str) -> str:
@@ -158,8 +176,8 @@ def with_text_hashes(df, llm_identity: str):
     )
 
 
-def load_hashed(spark, cfg: CatalogConfig, model_version: str):
+def load_hashed(spark, cfg: CatalogConfig, model_version: str, version: Optional[int] = None):
     """Read, validate and normalise the catalog and add its content_hash (rows not yet flagged)."""
-    df = read_catalog(spark, cfg)
+    df = read_catalog(spark, cfg, version)
     validate_schema(df)
     return with_content_hash(normalise(df), model_version)

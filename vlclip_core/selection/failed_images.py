@@ -19,17 +19,19 @@ def recently_failed(tables, retry_after_hours: float):
 
 def split_known_failures(work, tables, retry_after_hours: float):
     """(work without the items whose image recently failed for good, those items or None)."""
-    from pyspark.sql import functions as F
-
     known = recently_failed(tables, retry_after_hours)
     if known is None:
         return work, None
-    known = F.broadcast(known)
+    # no broadcast hint: the table grows with the catalog; Spark broadcasts it only when it is small
     return work.join(known, S.IMAGE_URI, "left_anti"), work.join(known, S.IMAGE_URI, "left_semi")
 
 
-def record_failures(tables, results, run_id: str) -> None:
-    """Upsert this run's permanent fetch failures; forget images this run fetched after all."""
+def record_failures(tables, results, run_id: str, retention_days: float = 0.0) -> None:
+    """Upsert this run's permanent fetch failures; forget images this run fetched after all.
+
+    A run counts each failure once however often its commit is retried (a row this run already
+    wrote keeps its count), and rows whose last failure is older than `retention_days` are deleted.
+    """
     from pyspark.sql import functions as F
 
     failed = (
@@ -41,12 +43,10 @@ def record_failures(tables, results, run_id: str) -> None:
         .select(S.IMAGE_URI, S.ERROR_TYPE, S.ERROR_MESSAGE, F.lit(True).alias("_failed"))
         .dropDuplicates([S.IMAGE_URI])
     )
-    remembered = tables.read(TABLE).select(S.IMAGE_URI)
     fetched = (
         results.where(F.col(S.IMAGE_SHA).isNotNull())
         .select(S.IMAGE_URI)
         .distinct()
-        .join(F.broadcast(remembered), S.IMAGE_URI, "left_semi")
         .join(failed.select(S.IMAGE_URI), S.IMAGE_URI, "left_anti")
         .select(
             S.IMAGE_URI,
@@ -62,15 +62,20 @@ def record_failures(tables, results, run_id: str) -> None:
         "last_failed_at": now,
         "run_id": F.lit(run_id),
     }
+    same_run = F.col("t.run_id") == F.lit(run_id)
+    counted = F.when(same_run, F.col("t.failures")).otherwise(F.col("t.failures") + 1)
+    table = tables.delta(TABLE)
     (
-        tables.delta(TABLE)
-        .alias("t")
+        table.alias("t")
         .merge(failed.unionByName(fetched).alias("s"), F.col(f"t.{S.IMAGE_URI}") == F.col(f"s.{S.IMAGE_URI}"))
         .whenMatchedDelete(condition=~src_failed)
-        .whenMatchedUpdate(condition=src_failed, set=dict(values, failures=F.col("t.failures") + 1))
+        .whenMatchedUpdate(condition=src_failed, set=dict(values, failures=counted))
         .whenNotMatchedInsert(
             condition=src_failed,
             values=dict(values, image_uri=F.col(f"s.{S.IMAGE_URI}"), failures=F.lit(1), first_failed_at=now),
         )
         .execute()
     )
+    if retention_days > 0:
+        cutoff = now - F.make_interval(secs=F.lit(float(retention_days) * 86400.0))
+        table.delete(F.col("last_failed_at") < cutoff)

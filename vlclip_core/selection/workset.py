@@ -37,7 +37,8 @@ FROM_CATALOG, STORED_HASH, DUPS = "_from_catalog", "_stored_hash", "_catalog_row
 def classify(hashed, tables: Tables, mode: str, model_version: str):
     """A load_hashed() catalog, flagged, with a `_class` column: invalid, selected (to embed) or current.
 
-    Incremental selects items whose (item_id, model_version) is missing or whose content hash changed;
+    Incremental selects items whose (item_id, model_version) is missing, whose content hash changed or
+    whose stored row needs a rerun (its text fell back because the LLM failed);
     backfill selects every valid item. Incremental puts the catalog and the stored (item_id, hash) rows
     of the version in one union partitioned by item_id: one window over it counts the catalog's rows of
     each id (the duplicate check) and finds the stored hash, so the plan has one exchange and one sort
@@ -53,7 +54,7 @@ def classify(hashed, tables: Tables, mode: str, model_version: str):
         stored = (
             tables.read("embeddings")
             .where(F.col(S.MODEL_VERSION) == model_version)
-            .select(S.ITEM_ID, F.col(S.CONTENT_HASH).alias(STORED_HASH), F.lit(False).alias(FROM_CATALOG))
+            .select(S.ITEM_ID, _current_hash().alias(STORED_HASH), F.lit(False).alias(FROM_CATALOG))
         )
         both = hashed.withColumn(FROM_CATALOG, F.lit(True)).unionByName(stored, allowMissingColumns=True)
         by_id = Window.partitionBy(S.ITEM_ID)
@@ -73,6 +74,15 @@ def classify(hashed, tables: Tables, mode: str, model_version: str):
         .otherwise(F.lit(CURRENT))
     )
     return df.withColumn(CLASS, cls).drop(FROM_CATALOG, DUPS)
+
+
+def _current_hash():
+    """The stored content hash, or null for a row that needs a rerun (its text fell back because the
+    LLM failed): such an item is selected again as if it had never been embedded."""
+    from pyspark.sql import functions as F
+
+    rerun = F.coalesce(F.col(S.NEEDS_RERUN), F.lit(False))
+    return F.when(rerun, F.lit(None)).otherwise(F.col(S.CONTENT_HASH))
 
 
 def join_caches(work, tables: Tables, detector_id: str):

@@ -47,13 +47,35 @@ def _inspect(args: argparse.Namespace) -> int:
 
 def _unlock(args: argparse.Namespace) -> int:
     from vlclip_core.config import load_config
-    from vlclip_core.warehouse.locks import DeltaRunLock
+    from vlclip_core.warehouse.locks import DeltaRunLock, lock_root
     from vlclip_core.warehouse.spark_session import get_spark
 
     config = load_config(args.config, tuple(args.overrides))
-    lock = DeltaRunLock(get_spark(config.spark), config.warehouse.staging(), "unlock")
+    lock = DeltaRunLock(get_spark(config.spark), lock_root(config.warehouse), "unlock")
     holder = lock.release_by_hand()
     print(f"removed the run lock held by {holder}" if holder else "no run lock was held")
+    return 0
+
+
+def _abandon(args: argparse.Namespace) -> int:
+    """Abandon an unfinished run for good: it is never resumed and never merged."""
+    from vlclip_core.config import load_config
+    from vlclip_core.run.lifecycle import abandon
+    from vlclip_core.run.state import FINAL, open_run
+    from vlclip_core.warehouse.spark_session import get_spark
+    from vlclip_core.warehouse.tables import Tables
+
+    config = load_config(args.config, tuple(args.overrides))
+    state = open_run(config.warehouse.staging(), args.run_id)
+    if state is None:
+        print(f"no run {args.run_id} under {config.warehouse.staging()}", file=sys.stderr)
+        return 1
+    if state.status in FINAL:
+        print(f"run {args.run_id} is already {state.status}", file=sys.stderr)
+        return 1
+    spark = get_spark(config.spark)
+    abandon(spark, Tables(spark, config.warehouse), state, args.reason)
+    print(f"abandoned run {args.run_id}")
     return 0
 
 
@@ -91,6 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="spark-submit a job with the Delta package: vlclip submit [--job embed|train|evaluate|export] "
         "[spark-submit options] -- [job options]",
     )
+    drop = sub.add_parser("abandon", help="abandon an unfinished run: it is never resumed nor merged")
+    drop.add_argument("run_id")
+    drop.add_argument("--config", required=True)
+    drop.add_argument("--reason", default="abandoned by an operator (vlclip abandon)")
+    drop.add_argument("--set", dest="overrides", action="append", default=[])
+    drop.set_defaults(fn=_abandon)
     return parser
 
 

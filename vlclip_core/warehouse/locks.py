@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
+import signal
 import socket
+import threading
 import uuid
 from typing import Dict, Optional
 
@@ -21,16 +24,21 @@ class RunLockedError(RuntimeError):
 
 
 class RunLock:
-    """An exclusive lock file in a local or POSIX-mounted staging root (O_EXCL), so that two runs never
-    share a warehouse; a lock left by a dead process on this host is taken over. Object stores have no
-    exclusive create: they take a DeltaRunLock (warehouse.run_lock)."""
+    """An exclusive lock on a file in a local or POSIX-mounted directory, so that two runs never share a
+    warehouse. It is an flock held for the run: the kernel (or the NFS server's lease) releases it when
+    its holder dies, however it dies, so there is no stale lock to take over and no takeover race. The
+    file names the holder for the refusal message and is removed on release. Object stores have no
+    such lock: they take a DeltaRunLock (warehouse.run_lock)."""
 
-    def __init__(self, staging: str, run_hint: str):
-        if not storage.is_local(staging):
-            raise ValueError(f"a lock file needs a local or mounted staging directory, got {staging!r}")
-        self.path = storage.join(staging, "_LOCK")
+    NAME = "_LOCK"
+
+    def __init__(self, root: str, run_hint: str):
+        if not storage.is_local(root):
+            raise ValueError(f"a lock file needs a local or mounted directory, got {root!r}")
+        self.path = storage.join(root, self.NAME)
         self.info = holder_info(run_hint)
         self.held = False
+        self._fd: Optional[int] = None
 
     def __enter__(self) -> "RunLock":
         self._acquire_local()
@@ -38,36 +46,33 @@ class RunLock:
 
     def __exit__(self, *exc) -> None:
         if self.held:
-            storage.delete_file(self.path)
-            self.held = False
+            storage.delete_file(self.path)  # still holding it: a waiter re-checks the path (below)
+            os.close(self._fd)
+            self.held, self._fd = False, None
 
     def _acquire_local(self) -> None:
         path = storage.resolve(self.path)[1]
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        for _ in range(2):
+        while True:
+            fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                self._take_over_if_stale(path)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                json.dump(self.info, fh)
-            self.held = True
-            return
-        raise RunLockedError(f"another vlclip run holds {path}: {_read_text(path)}")
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise RunLockedError(f"another vlclip run holds {path}: {_read_text(path)}") from None
+            if _same_file(fd, path):
+                break
+            os.close(fd)  # its holder removed the file between our open and our lock: take the new one
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(self.info).encode())
+        self._fd, self.held = fd, True
 
-    def _take_over_if_stale(self, path: str) -> None:
-        try:
-            holder = json.loads(_read_text(path))
-        except ValueError:
-            return
-        if holder.get("host") == socket.gethostname() and not _pid_alive(int(holder.get("pid", -1))):
-            log.warning(
-                "removing stale run lock of dead process %s (run %s)", holder.get("pid"), holder.get("run")
-            )
-            os.unlink(path)
-            return
-        raise RunLockedError(f"another vlclip run holds {path}: {json.dumps(holder)}")
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def holder_info(run_hint: str) -> Dict:
@@ -98,6 +103,7 @@ class DeltaRunLock:
         self.held = False
 
     def __enter__(self) -> "DeltaRunLock":
+        check_exclusive_log_store(self.spark, self.location)
         self._ensure_table()
         holder = self.holder()
         if holder is not None:
@@ -167,6 +173,52 @@ class DeltaRunLock:
         return DeltaTable.forPath(self.spark, self.location)
 
 
+S3_SCHEMES = ("s3", "s3a", "s3n")
+
+
+def check_exclusive_log_store(spark, location: str) -> None:
+    """Refuse a Delta lock on S3 without a LogStore that excludes concurrent writers: S3's default
+    LogStore lets two writers commit the same log version, so two runs could both take the lock."""
+    scheme = location.split("://", 1)[0].lower() if "://" in location else ""
+    if scheme not in S3_SCHEMES:
+        return
+    conf = spark.conf
+    store = conf.get(f"spark.delta.logStore.{scheme}.impl", None) or conf.get(
+        "spark.delta.logStore.class", None
+    )
+    if not store or "DynamoDB" not in store:
+        raise RunLockedError(
+            f"the Delta run lock at {location} needs Delta's DynamoDB LogStore (S3 alone cannot exclude "
+            f"two concurrent writers, so two runs could both take the lock): set "
+            f"spark.delta.logStore.{scheme}.impl=io.delta.storage.S3DynamoDBLogStore and its "
+            f"spark.io.delta.storage.S3DynamoDBLogStore.ddb.* settings; got {store!r}"
+        )
+
+
+@contextlib.contextmanager
+def sigterm_as_exit():
+    """While the run holds its lock, SIGTERM (a scheduler's kill) raises SystemExit in the main thread,
+    so the lock is released and the failure recorded instead of the process dying in place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _exit(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _exit)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def lock_root(warehouse) -> str:
+    """Where a warehouse's run lock lives: the warehouse directory itself (one lock per warehouse,
+    whatever staging directory each run uses), or the staging root for a metastore-only warehouse."""
+    return warehouse.path if warehouse.path else warehouse.staging()
+
+
 def run_lock(spark, staging: str, mode: str, run_hint: str):
     """The lock for warehouse.run_lock: file (local or mounted staging), delta (any staging), none, or
     auto (file for local staging, delta otherwise). `none`: the user's scheduler never overlaps runs."""
@@ -186,15 +238,3 @@ def _read_text(path: str) -> str:
             return fh.read()
     except OSError:
         return ""
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

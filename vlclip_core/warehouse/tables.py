@@ -175,12 +175,42 @@ class Tables:
         return DeltaTable.forPath(self.spark, self.location(table))
 
 
+class DuplicateKeyError(RuntimeError):
+    """A MERGE source holds one key more than once (Delta would insert it twice or fail the MERGE)."""
+
+
+def check_unique_keys(src, keys: tuple, what: str) -> None:
+    """Refuse a MERGE source in which a key repeats, naming a few of the repeated keys."""
+    repeated = src.groupBy(*keys).count().where("count > 1").limit(5).collect()
+    if repeated:
+        shown = ", ".join(str(tuple(r[k] for k in keys)) for r in repeated)
+        raise DuplicateKeyError(
+            f"{what}: the source repeats key(s) {keys}: {shown}; nothing was merged"
+        )
+
+
 def merge_embeddings(tables: Tables, src, model_version: str, update_unchanged: bool) -> None:
-    """Upsert by (item_id, model_version): update when the content hash changed, insert when new."""
+    """Upsert by (item_id, model_version): update when the content hash changed or the stored row
+    needs a rerun (its text fell back because the LLM failed), insert when new.
+
+    A row is never updated by a run that started before the run that wrote it (run_started_at), so a
+    stale run cannot revert newer content. A source with a repeated item_id is refused
+    (DuplicateKeyError) before anything is written.
+    """
     from pyspark.sql import functions as F
 
+    check_unique_keys(src, (S.ITEM_ID,), f"MERGE into {tables.ref('embeddings')}")
+    # rows written outside a run (benchmarks, backfills by hand): written now, final
+    defaults = {S.RUN_STARTED_AT: F.current_timestamp(), S.NEEDS_RERUN: F.lit(False)}
+    src = src.withColumns({k: v for k, v in defaults.items() if k not in src.columns})
     condition = _in_version("t", model_version) & _same(S.ITEM_ID, S.MODEL_VERSION)
-    update_when = None if update_unchanged else F.col(f"t.{S.CONTENT_HASH}") != F.col(f"s.{S.CONTENT_HASH}")
+    changed = (F.col(f"t.{S.CONTENT_HASH}") != F.col(f"s.{S.CONTENT_HASH}")) | F.coalesce(
+        F.col(f"t.{S.NEEDS_RERUN}"), F.lit(False)
+    )
+    not_newer = F.col(f"t.{S.RUN_STARTED_AT}").isNull() | (
+        F.col(f"t.{S.RUN_STARTED_AT}") <= F.col(f"s.{S.RUN_STARTED_AT}")
+    )
+    update_when = not_newer if update_unchanged else not_newer & changed
     (
         tables.delta("embeddings")
         .alias("t")
