@@ -78,9 +78,14 @@ def test_summary_rows_count_each_shard(tmp_path):
     ]
 
 
-def test_a_second_batch_of_a_shard_adds_a_part(tmp_path):
+def test_a_retried_batch_replaces_its_part_and_another_batch_adds_one(tmp_path):
     write_shard_parts(batch(), str(tmp_path))
-    write_shard_parts(batch(), str(tmp_path))
+    write_shard_parts(batch(), str(tmp_path))  # a retried writer task: the same items again
+    assert len(os.listdir(tmp_path / "shard_id=7")) == 1
+    assert pq.read_table(tmp_path / "shard_id=7").num_rows == 2
+    other = batch()
+    other[S.ITEM_ID] = object_values(["f", "g", "h", "i", "j"])
+    write_shard_parts(other, str(tmp_path))
     assert len(os.listdir(tmp_path / "shard_id=7")) == 2
     assert pq.read_table(tmp_path / "shard_id=7").num_rows == 4
 
