@@ -306,8 +306,12 @@ def test_a_run_where_every_item_fails_is_failed_and_merges_nothing(spark, first,
     assert sorted(r.image_uri for r in failed) == sorted(str(tmp_path / f"gone-{i}.png") for i in range(12))
     manifest = json.loads((warehouse / "_staging" / run.run_id / "manifest.json").read_text())
     assert manifest["status"] == "failed"  # final: the next run starts afresh instead of resuming it
-    again = run_job(config, spark)
-    assert (again.status, again.items_selected, again.items_skipped) == ("succeeded", 0, 12)
+    # the next run skips the 12 images that failed for good; skipped items count as decode failures
+    # (an image host that is gone must not pass for a normal night), so it breaches again
+    with pytest.raises(RunThresholdError, match=r"failed at decode: 12/12 \(100%\) > 50%"):
+        run_job(config, spark)
+    again = [r for r in tables.read("runs").collect() if r.status == "failed" and r.run_id != run.run_id]
+    assert [(r.items_selected, r.items_skipped, r.items_embedded) for r in again] == [(0, 12, 0)]
     assert tables.read("failed_images").count() == 12
 
 
