@@ -112,6 +112,7 @@ def backfill(args) -> dict:
     from benchmarks.delta_bench import _anti_join_seconds
     from vlclip_core.config import load_config
     from vlclip_core.run.job import run_job
+    from vlclip_core.run.state import open_run
     from vlclip_core.warehouse.spark_session import get_spark
     from vlclip_core.warehouse.tables import Tables
 
@@ -131,6 +132,7 @@ def backfill(args) -> dict:
     tables = Tables(spark, config.warehouse)
     plain_s = _anti_join_seconds(spark, catalog, tables, config.model_version)
     counted = tables.read("embeddings").where(f"model_version = '{config.model_version}'").count()
+    groups = open_run(config.warehouse.staging(), report.run_id).manifest.get("groups", [])
     return {
         "items": args.items,
         "embedded": report.items_embedded,
@@ -141,6 +143,8 @@ def backfill(args) -> dict:
         "phases_s": getattr(report, "phase_seconds", None),
         "rss_mib": rss.peaks.as_dict(),
         "peak_staged_bytes": staging.peak_bytes,
+        "commit_groups": len(groups),
+        "group_commit_s_first_last": [g.get("seconds") for g in (groups[0], groups[-1])] if groups else None,
         "noop_s": round(noop_s, 1),
         "noop_selected": noop.items_selected,
         "plain_anti_join_s": round(plain_s, 1),
@@ -244,7 +248,8 @@ def export(args) -> dict:
     directory = os.path.join(args.work, f"index-{args.items}-{cfg.kind}")
     with RssSampler() as rss:
         start = time.perf_counter()
-        result = export_one(tables, INDEX_MODEL_VERSION, table_version(tables), cfg, directory, full=True)
+        version = table_version(tables, "embeddings")
+        result = export_one(tables, INDEX_MODEL_VERSION, version, cfg, directory, full=True)
         export_s = time.perf_counter() - start
     index = ItemIndex.load(directory, cfg.ef_search, cfg.nprobe)
     queries = unit_chunk(args.seed + 1, 0, args.queries, INDEX_DIM)
