@@ -10,7 +10,8 @@ from vlclip_core.config import load_config
 from vlclip_core.logs import setup_logging
 from vlclip_core.tools.entry import add_override_args, run_entry
 
-# 0: succeeded; 1: failed (nothing of a run that breached job.thresholds with on_breach=fail is merged);
+# 0: succeeded; 1: failed (a run that breached job.thresholds with on_breach=fail merges no embeddings of
+# the commit group that breached, nor of any later one);
 # 3: degraded (merged, but a threshold was breached with on_breach=degraded)
 EXIT_DEGRADED = 3
 

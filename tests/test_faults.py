@@ -297,12 +297,12 @@ def test_driver_killed_mid_backfill_resumes_without_duplicates(
     done_before = sorted(p.name for p in staging.glob("*/done/shard-*.json"))
     assert done_before, "the job never finished a shard before the deadline"
     (run_dir,) = [p for p in staging.iterdir() if not p.name.startswith("_")]
-    shard = done_before[0][len("shard-") : -len(".json")]
-    parts = sorted(os.listdir(run_dir / "output" / f"shard_id={shard}"))
+    marker = run_dir / "done" / done_before[0]
+    finished = (marker.read_text(), marker.stat().st_mtime_ns)
     config = make_config(catalog, warehouse, "job.mode=backfill", "job.shard_size=4")
     report = run_job(config, spark)
     assert report.resumed and report.run_id == run_dir.name
-    assert sorted(os.listdir(run_dir / "output" / f"shard_id={shard}")) == parts  # finished shard kept
+    assert (marker.read_text(), marker.stat().st_mtime_ns) == finished  # a finished shard is not rerun
     ids = [r.item_id for r in Tables(spark, config.warehouse).read("embeddings").collect()]
     assert len(ids) == len(set(ids)) == read_catalog(catalog).num_rows
     assert_invariant(spark, config, report.run_id)

@@ -157,11 +157,19 @@ class JobConfig:
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
     # failed_images rows whose last failure is older than this are deleted at commit (0: kept for ever)
     failed_images_retention_days: float = 30.0
+    # Commit groups: finished shards are merged while the pipeline runs, once this many are done or
+    # this many minutes have passed since the last group (0 turns a trigger off; both 0: one commit at
+    # the end). The run's last shards are always the final group.
+    commit_every_shards: int = 100
+    commit_every_minutes: float = 30.0
 
     def validate(self) -> None:
         one_of("job.mode", self.mode, ("incremental", "backfill"))
         one_of("job.removed_items", self.removed_items, ("keep", "delete"))
         positive("job.shard_size", self.shard_size)
+        for name in ("commit_every_shards", "commit_every_minutes"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"job.{name} must be >= 0 (0 turns it off), got {getattr(self, name)}")
         fraction("job.max_removed_fraction", self.max_removed_fraction)
         if self.failed_images_retention_days < 0:
             raise ConfigError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Callable, Dict, List, Set
 
 import numpy as np
 import pyarrow as pa
@@ -49,15 +49,19 @@ class PipelineResult:
             self.stage_seconds[name] += float(summary.get(S.STAGE_SECONDS_PREFIX + name, 0.0))
 
 
-def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
+def run_pipeline(
+    state: RunState, config: VlclipConfig, on_shard_done: Callable[[int], None] = lambda shard: None
+) -> PipelineResult:
     """Process the run's pending shards; a shard is marked done once the rows on disk are its staged
-    items, each exactly once (its done-marker's counts are read back from those rows)."""
+    items, each exactly once (its done-marker's counts are read back from those rows), and then handed
+    to `on_shard_done` (the run's commit groups). Storage is listed once here, not per batch."""
     state.clear_partial_outputs()
     pending, expected = state.pending_shards(), state.shards()
     total = sum(expected[s] for s in pending)
     result = PipelineResult()
     if not pending:
         return result
+    tracker = ShardTracker(state, expected, set(expected) - set(pending), on_shard_done)
     init_ray(config.ray)
     log.info("ray pipeline: %d items in %d shard(s)", total, len(pending))
     heartbeat = start_heartbeat(state.run_id)
@@ -65,10 +69,9 @@ def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
     shard_acc: Dict[int, Dict] = {}
     start = time.monotonic()
     try:
-        _run_pass(
-            build_dataset(state, pending, config, heartbeat), state, config, heartbeat, shard_acc, progress
-        )
-        retry = state.pending_shards()
+        _run_pass(build_dataset(state, pending, config, heartbeat), tracker, config, heartbeat, shard_acc,
+                  progress)
+        retry = tracker.pending()
         if retry and config.ray.retry_failed_items:
             lost = set().union(
                 *(_lost_rows(state, shard, [S.ITEM_ID]).column(S.ITEM_ID).to_pylist() for shard in retry)
@@ -79,7 +82,7 @@ def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
             )
             _run_pass(
                 build_dataset(state, retry, config, heartbeat, only_items=lost),
-                state,
+                tracker,
                 config,
                 heartbeat,
                 shard_acc,
@@ -87,9 +90,9 @@ def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
             )
     finally:
         stop_run_actors(heartbeat)
-    for shard in state.pending_shards():
+    for shard in tracker.pending():
         fail_lost_rows(state, shard)
-        if not finish_shard(state, shard):
+        if not tracker.finish(shard):
             raise RuntimeError(
                 f"shard {shard}: the rows on disk do not match its {state.shards()[shard]} staged rows"
             )
@@ -99,16 +102,35 @@ def run_pipeline(state: RunState, config: VlclipConfig) -> PipelineResult:
     return result
 
 
+class ShardTracker:
+    """Which shards are done, kept in memory (listed from storage once per run, not per batch)."""
+
+    def __init__(self, state: RunState, expected: Dict[int, int], done: Set[int], on_done):
+        self.state, self.expected, self.done, self.on_done = state, expected, done, on_done
+
+    def pending(self) -> List[int]:
+        return sorted(s for s in self.expected if s not in self.done)
+
+    def finish(self, shard: int) -> bool:
+        if shard in self.done:
+            return True
+        if not finish_shard(self.state, shard):
+            return False
+        self.done.add(shard)
+        self.on_done(shard)
+        return True
+
+
 def _run_pass(
-    ds, state: RunState, config: VlclipConfig, heartbeat, shard_acc: Dict[int, Dict], progress: Progress
+    ds, tracker: ShardTracker, config: VlclipConfig, heartbeat, shard_acc: Dict[int, Dict], progress: Progress
 ) -> None:
-    expected = state.shards()
+    expected = tracker.expected
     for summary in summaries(ds, config.ray.stall_timeout_s, heartbeat):
         _accumulate(shard_acc, summary)
         shard = int(summary["shard"])
-        if shard_acc[shard]["rows"] >= expected[shard] and finish_shard(state, shard):
+        if shard_acc[shard]["rows"] >= expected[shard] and tracker.finish(shard):
             shard_acc.pop(shard)
-        progress.update(int(summary["rows"]), done_shards=len(state.done_shards()), shards=len(expected))
+        progress.update(int(summary["rows"]), done_shards=len(tracker.done), shards=len(expected))
 
 
 def _accumulate(acc: Dict[int, Dict], summary: Dict) -> None:

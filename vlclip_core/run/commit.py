@@ -13,50 +13,42 @@ from vlclip_core.config import VlclipConfig, detector_identity
 from vlclip_core.pipeline.runner import PipelineResult
 from vlclip_core.run.report import RunReport
 from vlclip_core.run.state import RunState
-from vlclip_core.run.thresholds import RunThresholdError, breaches
+from vlclip_core.run.groups import COMMITTED, GroupCommitter, cumulative_breaches, totals
+from vlclip_core.run.thresholds import RunThresholdError
 from vlclip_core.selection.catalog import normalise, read_catalog
 from vlclip_core.selection.failed_images import record_failures
 from vlclip_core.warehouse.tables import (
     Tables,
+    append_errors,
     delete_removed_items,
     insert_new,
     merge_embeddings,
     removed_items,
-    replace_run_errors,
 )
+from vlclip_core.warehouse.spark_session import idempotent_session
 
 log = logging.getLogger(__name__)
 
 
 def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport) -> None:
-    """Merge the staged results into the Delta tables; safe to repeat after a failed attempt.
+    """The commit phase: the groups the run did not commit while its pipeline ran (all of its shards
+    when it never cut one), then the removed items; safe to repeat after a failed attempt.
 
-    The run's counts are taken first and checked against job.thresholds: a breach with on_breach=fail
-    writes the error rows and caches but not the embeddings, and raises RunThresholdError; with
-    on_breach=degraded everything is written and the run is reported as degraded.
+    Each group's counts are checked against job.thresholds together with the groups before it: a
+    breach with on_breach=fail writes that group's error rows and caches but not its embeddings, and
+    raises RunThresholdError; with on_breach=degraded everything is written and the run is degraded.
     """
-    results = _read_outputs(spark, state)
-    results = results.cache() if results is not None else None
-    errors = _error_rows(spark, state, results, config.model_version)
-    errors = errors.cache() if errors is not None else None
-    error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect() if errors is not None else []
-    _fill_counts(report, state, error_counts)
-    report.outcome_counts = outcome_counts(results, error_counts)
-    if report.items_skipped:
-        report.outcome_counts["skipped_failed_image"] = report.items_skipped
-    breached = breaches(
-        config.job.thresholds,
-        report.items_seen,
-        report.items_selected + report.items_skipped,  # a skipped item is one that failed at decode
-        report.outcome_counts,
-    )
-    publish = not breached or config.job.thresholds.on_breach == "degraded"
-    run_concurrently(_commit_writes(tables, state, config, results, errors, publish))
-    for frame in (results, errors):
-        if frame is not None:
-            frame.unpersist()
+    committer = GroupCommitter(spark, tables, state, config, report)
+    try:
+        committer.finish()
+    finally:
+        committer.close()
+        fill_counts(report, state)
+    breached = totals(state)["breached"]
     if breached:
-        _breach(report, breached, publish)
+        report.status = "degraded"
+        report.message = "thresholds breached (job.thresholds): " + "; ".join(breached)
+        log.warning("%s: the run is degraded", report.message)
     if config.job.removed_items == "delete":
         report.items_removed = remove_items(spark, tables, config, state.manifest.get("catalog_version"))
     log.info(
@@ -68,10 +60,55 @@ def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report:
     )
 
 
+def commit_group(spark, tables: Tables, state: RunState, config: VlclipConfig, group: Dict, lock) -> None:
+    """Merge one group's staged results: embeddings (unless a threshold breach holds them back), caches,
+    failed images and error rows, each a Delta commit tagged (run id, group number), so a repeat of a
+    group skips every table it already reached. Its counts and outcome go into the manifest (`lock`
+    guards the manifest against the thread cutting the next group)."""
+    session = idempotent_session(
+        spark, state.run_id, group["group"], f"vlclip run {state.run_id} group {group['group']}"
+    )
+    gtables = Tables(session, config.warehouse)
+    results = _read_outputs(session, state, group["shards"])
+    results = results.cache() if results is not None else None
+    errors = _error_rows(session, state, results, config.model_version, with_catalog=group["group"] == 0)
+    errors = errors.cache() if errors is not None else None
+    error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect() if errors is not None else []
+    expected = state.shards()
+    with lock:
+        group["rows"] = sum(expected[s] for s in group["shards"])
+        group["outcomes"] = outcome_counts(results, error_counts)
+        group["errors"] = _by_type(error_counts)
+    breached = cumulative_breaches(state, config, group, group["final"])
+    publish = not breached or config.job.thresholds.on_breach == "degraded"
+    try:
+        run_concurrently(_commit_writes(gtables, state, config, results, errors, publish))
+    finally:
+        for frame in (results, errors):
+            if frame is not None:
+                frame.unpersist()
+    with lock:
+        group.update(status=COMMITTED, published=publish, breached=breached)
+        state.save()
+    if breached and not publish:
+        raise RunThresholdError(
+            "thresholds breached (job.thresholds): " + "; ".join(breached) + f". Commit group "
+            f"{group['group']}'s embeddings were not merged (earlier groups' were); its error rows and "
+            f"caches were written; its items are selected again by the next run"
+        )
+
+
+def _by_type(error_counts: list) -> Dict[str, int]:
+    counts: Dict[str, int] = {}
+    for row in error_counts:
+        counts[row[S.ERROR_TYPE]] = counts.get(row[S.ERROR_TYPE], 0) + int(row["count"])
+    return counts
+
+
 def _commit_writes(
     tables: Tables, state: RunState, config: VlclipConfig, results, errors, publish: bool
 ) -> List[Callable[[], None]]:
-    """The run's independent table writes: embeddings (when published), caches, failed images, errors."""
+    """A group's independent table writes: embeddings (when published), caches, failed images, errors."""
     writes = []
     if results is not None:
         if publish:
@@ -91,20 +128,8 @@ def _commit_writes(
             )
         )
     if errors is not None:
-        writes.append(functools.partial(replace_run_errors, tables, errors, state.run_id))
+        writes.append(functools.partial(append_errors, tables, errors))
     return writes
-
-
-def _breach(report: RunReport, breached: List[str], published: bool) -> None:
-    message = "thresholds breached (job.thresholds): " + "; ".join(breached)
-    if not published:
-        report.items_embedded = 0  # processed, but none merged
-        raise RunThresholdError(
-            message + ". The run's embeddings were not merged; error rows and caches were "
-            "written; its items are selected again by the next run"
-        )
-    log.warning("%s: the run is degraded", message)
-    report.status, report.message = "degraded", message
 
 
 def remove_items(spark, tables: Tables, config: VlclipConfig, catalog_version=None) -> int:
@@ -130,10 +155,13 @@ def remove_items(spark, tables: Tables, config: VlclipConfig, catalog_version=No
     return delete_removed_items(tables, ids, config.model_version)
 
 
-def _read_outputs(spark, state: RunState):
-    if not state.shards():
+def _read_outputs(spark, state: RunState, shards: List[int]):
+    """The staged results of these shards (shard_id read back from the directory names)."""
+    if not shards:
         return None
-    return spark.read.parquet(storage.spark_path(state.path("output")))
+    root = storage.spark_path(state.path("output"))
+    paths = [storage.spark_path(state.shard_output(s)) for s in shards]
+    return spark.read.option("basePath", root).parquet(*paths)
 
 
 def _embedding_rows(results, state: RunState):
@@ -168,8 +196,9 @@ def llm_failed():
     return F.coalesce(F.col(S.ENRICHMENT_REASON), F.lit("")).startswith("llm_error")
 
 
-def _error_rows(spark, state: RunState, results, model_version: str):
-    """This run's error rows (invalid catalog rows + failed items), or None when there are none to read."""
+def _error_rows(spark, state: RunState, results, model_version: str, with_catalog: bool):
+    """A group's error rows (its failed items, and the invalid catalog rows in the run's first group),
+    or None when there are none."""
     from pyspark.sql import functions as F
 
     def shape(df, stage_col):
@@ -184,7 +213,7 @@ def _error_rows(spark, state: RunState, results, model_version: str):
         )
 
     parts = []
-    if state.manifest.get("items_invalid"):
+    if with_catalog and state.manifest.get("items_invalid"):
         parts.append(
             shape(spark.read.parquet(storage.spark_path(state.path("catalog_errors"))), F.lit("catalog"))
         )
@@ -258,27 +287,29 @@ def _cache_writes(tables: Tables, results, config: VlclipConfig) -> List[Callabl
     ]
 
 
-def _fill_counts(report: RunReport, state: RunState, error_counts: list) -> None:
-    totals = PipelineResult()
-    for summary in state.done_summaries():
-        totals.add(summary)
+def fill_counts(report: RunReport, state: RunState) -> None:
+    """The report's counts: staging's from the manifest, outcomes and errors summed over the committed
+    groups, busy seconds and model calls from the shards' done-markers."""
     manifest = state.manifest
     report.items_seen = int(manifest.get("items_seen", 0))
     report.items_selected = int(manifest.get("items_selected", 0))
     report.items_invalid = int(manifest.get("items_invalid", 0))
     report.items_skipped = int(manifest.get("items_skipped", 0))
-    report.items_embedded = totals.ok
-    report.items_failed = totals.errors + report.items_invalid
-    report.detector_calls = totals.detector_items
-    report.llm_calls = totals.llm_calls
-    for name, seconds in totals.stage_seconds.items():
+    done = totals(state)
+    report.items_embedded = done["embedded"]
+    report.items_failed = sum(done["errors"].values())
+    report.error_counts = dict(done["errors"])
+    report.outcome_counts = dict(done["outcomes"])
+    if report.items_skipped:
+        report.outcome_counts["skipped_failed_image"] = report.items_skipped
+    summed = PipelineResult()
+    for summary in state.done_summaries():
+        summed.add(summary)
+    report.detector_calls = summed.detector_items
+    report.llm_calls = summed.llm_calls
+    for name, seconds in summed.stage_seconds.items():
         report.stage_seconds[name] = round(seconds, 3)
-        report.stage_items_per_s[name] = round(totals.rows / seconds, 2) if seconds > 0 else 0.0
-    report.error_counts = {}
-    for row in error_counts:
-        report.error_counts[row[S.ERROR_TYPE]] = report.error_counts.get(row[S.ERROR_TYPE], 0) + int(
-            row["count"]
-        )
+        report.stage_items_per_s[name] = round(summed.rows / seconds, 2) if seconds > 0 else 0.0
 
 
 def outcome_counts(results, error_counts: list) -> Dict[str, int]:

@@ -8,7 +8,8 @@ import time
 from vlclip_core import storage
 from vlclip_core.config import ConfigError, VlclipConfig, run_identities
 from vlclip_core.pipeline.runner import run_pipeline
-from vlclip_core.run.commit import commit
+from vlclip_core.run.commit import commit, fill_counts
+from vlclip_core.run.groups import GroupCommitter
 from vlclip_core.run.preflight import check_models
 from vlclip_core.run.lifecycle import (
     RunSupersededError,
@@ -152,7 +153,7 @@ def _new_report(config: VlclipConfig, state: RunState, tables: Tables) -> RunRep
         config_hash=config.config_hash,
         started_at=utcnow(),
         run_started_at=state.started_at,
-        resumed=state.status != STAGING,
+        resumed=not state.created,
         tables={t: tables.ref(t) for t in ("embeddings", "embedding_errors", "runs")},
     )
 
@@ -164,7 +165,7 @@ def _advance(spark, tables: Tables, state: RunState, config: VlclipConfig, repor
         state.save(status=STAGED)
     if state.status == STAGED:
         if state.pending_shards():  # nothing selected: no Ray, no model
-            result = _timed(report, "pipeline", lambda: run_pipeline(state, config))
+            result = _timed(report, "pipeline", lambda: _pipeline(spark, tables, state, config, report))
             log.info("pipeline finished %d item(s) in %.1fs", result.rows, result.wall_seconds)
         state.save(status=PROCESSED)
     _timed(report, "commit", lambda: commit(spark, tables, state, config, report))
@@ -172,6 +173,18 @@ def _advance(spark, tables: Tables, state: RunState, config: VlclipConfig, repor
     report.finished_at = utcnow()
     save_committed(state, report)
     record_committed(spark, tables, state, report)
+
+
+def _pipeline(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport):
+    """Run the pipeline while a committer merges its finished shards in groups as they complete."""
+    committer = GroupCommitter(spark, tables, state, config, report)
+    try:
+        result = run_pipeline(state, config, on_shard_done=committer.shard_done)
+        committer.close(check=True)  # a breach found by the group in flight after the last shard
+        return result
+    finally:
+        committer.close()  # a group in flight ends its commit (idempotent) before a failure is recorded
+        fill_counts(report, state)
 
 
 def _timed(report: RunReport, phase: str, fn):

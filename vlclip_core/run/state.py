@@ -37,6 +37,7 @@ class RunState:
 
     root: str
     manifest: Dict = field(default_factory=dict)
+    created: bool = False  # made by this attempt (create_run), not found on disk: not a resumed run
 
     @property
     def run_id(self) -> str:
@@ -92,7 +93,7 @@ class RunState:
 
 
 def create_run(staging: str, run_id: str, mode: str, model_version: str, config_hash: str) -> RunState:
-    state = RunState(storage.join(staging, run_id))
+    state = RunState(storage.join(staging, run_id), created=True)
     if storage.exists(state.path("manifest.json")):
         raise FileExistsError(f"run {run_id} already exists under {staging}")
     state.save(

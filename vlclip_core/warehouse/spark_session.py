@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Optional
 
 from vlclip_core.config import SparkConfig
 from vlclip_core.warehouse.delta_setup import (
@@ -135,3 +136,27 @@ def keep_py4j_connections_across_fork() -> None:
 
     finalizer._vlclip_owner_pid = os.getpid()
     finalizer.__del__ = close_in_owner
+
+
+TXN_APP_ID = "spark.databricks.delta.write.txnAppId"
+TXN_VERSION = "spark.databricks.delta.write.txnVersion"
+
+
+USER_METADATA = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+def idempotent_session(spark, app_id: str, version: int, metadata: Optional[str] = None):
+    """A child session whose Delta writes (appends and MERGE alike) carry the transaction id
+    (app_id, version): a write to a table that already recorded this version or a later one for
+    app_id is skipped. A child of its own, so no other write of the process is tagged; it shares the
+    parent's SparkContext, catalog and cache, and copies its runtime SQL settings. `metadata` goes
+    into each commit's userMetadata (shown by DESCRIBE HISTORY)."""
+    child = spark.newSession()
+    for key, value in spark.conf.getAll.items():
+        if key not in (TXN_APP_ID, TXN_VERSION) and spark.conf.isModifiable(key):
+            child.conf.set(key, value)
+    child.conf.set(TXN_APP_ID, app_id)
+    child.conf.set(TXN_VERSION, str(int(version)))
+    if metadata:
+        child.conf.set(USER_METADATA, metadata)
+    return child

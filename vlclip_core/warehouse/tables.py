@@ -8,7 +8,7 @@ from typing import Dict, Optional
 
 from vlclip_core import schema as S
 from vlclip_core import storage
-from vlclip_core.config import WarehouseConfig, check_run_id
+from vlclip_core.config import WarehouseConfig
 
 log = logging.getLogger(__name__)
 
@@ -237,16 +237,10 @@ def _same(*keys: str, null_safe: bool = False):
     return functools.reduce(lambda a, b: a & b, terms)
 
 
-def replace_run_errors(tables: Tables, errors, run_id: str) -> None:
-    """Write this run's error rows, replacing any earlier attempt of the same run (idempotent)."""
-    # replaceWhere takes SQL text only; run ids are checked to be [A-Za-z0-9._:-] (runs.check_run_id)
-    _save(
-        tables,
-        "embedding_errors",
-        errors.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"run_id = '{check_run_id(run_id)}'"),
-    )
+def append_errors(tables: Tables, errors) -> None:
+    """Append error rows. A run writes them once per commit group through an idempotent session
+    (spark_session.idempotent_session), so a repeated group appends nothing."""
+    _save(tables, "embedding_errors", errors.write.format("delta").mode("append"))
 
 
 def _save(tables: Tables, table: str, writer) -> None:
