@@ -1,10 +1,12 @@
-"""Scale benchmark (`make bench-scale`): null-model backfills, the no-op nightly and an N x 512 index export.
+"""Scale benchmark (`make bench-scale`): null-model backfills, a SIGKILLed-and-resumed backfill, the no-op
+nightly and an N x 512 index export.
 
-Each measured run is a child process of its own (`python -m benchmarks.scale backfill|noop|export`), so
+Each measured run is a child process of its own (`python -m benchmarks.scale backfill|killresume|...`), so
 its lifetime peak RSS is the run's; the parent collects one JSON line per child and writes
 <out>/scale.json and <out>/scale.md. Not part of the test suite.
 
-    python -m benchmarks.scale --sizes 100000,1000000 --noop-items 10000000 --index-items 1000000
+    python -m benchmarks.scale --sizes 100000,1000000 --kill-items 1000000 --noop-items 10000000 \
+        --index-items 1000000
 """
 
 from __future__ import annotations
@@ -152,6 +154,66 @@ def backfill(args) -> dict:
     }
 
 
+def kill_resume(args) -> dict:
+    """A null backfill SIGKILLed (its whole process group) once its first commit group is in Delta, then
+    the same command again: the resumed run must leave every item embedded exactly once (Spark count)."""
+    import signal
+
+    from vlclip_core.config import load_config
+    from vlclip_core.warehouse.spark_session import get_spark
+    from vlclip_core.warehouse.tables import Tables
+
+    catalog = tiny_image_catalog(args.data, args.items)
+    warehouse = os.path.abspath(os.path.join(args.work, f"wh-kill-{args.items}"))
+    subprocess.run(["rm", "-rf", warehouse], check=True)
+    sets = [f"catalog.path={catalog}", f"warehouse.path={warehouse}"] + list(args.set)
+    argv = [sys.executable, "-m", "jobs.embed_catalog", "--config", PROFILE, "--mode", "backfill"]
+    argv += [x for v in sets for x in ("--set", v)]
+    config = load_config(PROFILE, tuple(sets))
+    start = time.perf_counter()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    proc = subprocess.Popen(argv, start_new_session=True, **quiet)
+    committed = 0
+    while proc.poll() is None and time.perf_counter() - start < args.timeout_s and not committed:
+        time.sleep(1.0)
+        committed = _committed_groups(config.warehouse.staging())
+    killed_after_s = time.perf_counter() - start
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    resume_start = time.perf_counter()
+    resumed = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    resume_s = time.perf_counter() - resume_start
+    spark = get_spark(config.spark)
+    emb = Tables(spark, config.warehouse).read("embeddings")
+    emb = emb.where(f"model_version = '{config.model_version}'")
+    rows, distinct = emb.count(), emb.select("item_id").distinct().count()
+    return {
+        "items": args.items,
+        "killed_after_s": round(killed_after_s, 1),
+        "groups_committed_at_kill": committed,
+        "killed_rc": proc.returncode,
+        "resume_rc": resumed.returncode,
+        "resume_s": round(resume_s, 1),
+        "rows_counted_with_spark": rows,
+        "distinct_item_ids": distinct,
+        "every_item_once": rows == distinct == args.items,
+    }
+
+
+def _committed_groups(staging: str) -> int:
+    """Commit groups confirmed in the manifest of the one run under `staging` (0 while there is none)."""
+    for name in os.listdir(staging) if os.path.isdir(staging) else []:
+        path = os.path.join(staging, name, "manifest.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                groups = json.load(fh).get("groups", [])
+        except (OSError, ValueError):  # not there yet, or being rewritten
+            continue
+        return sum(1 for g in groups if g.get("status") == "committed")
+    return 0
+
+
 def noop(args) -> dict:
     """The no-op nightly on an args.items catalog whose embeddings are current (rows written directly,
     as `nightly_noop` of `make bench` does) vs a plain scan + anti-join, args.repeats interleaved repeats."""
@@ -289,6 +351,9 @@ def orchestrate(args) -> dict:
     figures: Dict[str, object] = {"machine": machine(), "backfill": [], "index": []}
     for size in args.sizes:
         figures["backfill"].append(child("backfill", args, ["--items", str(size)] + _sets(args.set)))
+    if args.kill_items:
+        extra = ["--items", str(args.kill_items)] + _sets(args.set)
+        figures["kill_resume"] = child("killresume", args, extra)
     if args.noop_items:
         extra = ["--items", str(args.noop_items), "--repeats", str(args.repeats)]
         figures["noop_big"] = child("noop", args, extra)
@@ -312,6 +377,9 @@ def markdown(figures: dict) -> str:
     lines = ["| run | items | figures |", "|---|---|---|"]
     for row in figures.get("backfill", []):
         lines.append(f"| null backfill + no-op | {row.get('items')} | `{json.dumps(row, sort_keys=True)}` |")
+    if figures.get("kill_resume"):
+        row = figures["kill_resume"]
+        lines.append(f"| SIGKILL + resume | {row.get('items')} | `{json.dumps(row, sort_keys=True)}` |")
     if figures.get("noop_big"):
         row = figures["noop_big"]
         lines.append(f"| no-op nightly | {row.get('items')} | `{json.dumps(row, sort_keys=True)}` |")
@@ -322,11 +390,16 @@ def markdown(figures: dict) -> str:
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="benchmarks.scale", description=__doc__.splitlines()[0])
-    parser.add_argument("command", nargs="?", default="all", choices=("all", "backfill", "noop", "export"))
+    parser.add_argument(
+        "command", nargs="?", default="all", choices=("all", "backfill", "killresume", "noop", "export")
+    )
     parser.add_argument("--out", default="bench_out/scale")
     parser.add_argument("--data", help="catalogs and images (default <out>/data)")
     parser.add_argument("--work", help="warehouses and indexes (default <out>/work)")
     parser.add_argument("--sizes", type=_ints, default=[100_000, 1_000_000], help="backfill sizes")
+    parser.add_argument(
+        "--kill-items", type=int, default=1_000_000, help="backfill SIGKILLed after its first group; 0: skip"
+    )
     parser.add_argument("--noop-items", type=int, default=10_000_000, help="no-op nightly catalog; 0: skip")
     parser.add_argument("--index-items", type=int, default=1_000_000)
     parser.add_argument("--index-kinds", type=lambda v: v.split(","), default=["ivfpq"])
@@ -352,7 +425,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.makedirs(args.work, exist_ok=True)
     if args.command != "all":
-        run = {"backfill": backfill, "noop": noop, "export": export}[args.command]
+        commands = {"backfill": backfill, "killresume": kill_resume, "noop": noop, "export": export}
+        run = commands[args.command]
         print(json.dumps(run(args), sort_keys=True))
         return 0
     figures = orchestrate(args)

@@ -139,7 +139,6 @@ KILL_POINTS = {
     "staging": ("--kill-after", "vlclip_core.run.job:write_work_set", 0),  # manifest not yet staged
     # group 1's embeddings MERGE committed; its caches, failed images and error rows may not have
     "inside a group": ("--kill-after", "vlclip_core.run.commit:merge_embeddings:2", 2),
-    "before the clean-up": ("--kill-before", "vlclip_core.run.groups:GroupCommitter._clean", 1),
     "before the runs row": ("--kill-before", "vlclip_core.run.job:record_committed", None),  # all
 }
 

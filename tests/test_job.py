@@ -173,10 +173,11 @@ def test_backfill_interrupted_after_a_shard_resumes_and_finishes_once(
     monkeypatch.setattr(RunState, "mark_shard_done", real_mark)
     staging = tmp_path / "wh" / "_staging"
     (run_dir,) = [p for p in staging.iterdir() if not p.name.startswith("_")]
-    finished = sorted(os.listdir(run_dir / "output" / f"shard_id={marked[0]}"))
+    marker = run_dir / "done" / f"shard-{marked[0]}.json"
+    finished = (marker.read_text(), marker.stat().st_mtime_ns)
     report = run_job(config, spark)
     assert report.resumed and report.run_id == run_dir.name and report.items_embedded == TEST_ITEMS
-    assert sorted(os.listdir(run_dir / "output" / f"shard_id={marked[0]}")) == finished  # not recomputed
+    assert (marker.read_text(), marker.stat().st_mtime_ns) == finished  # the finished shard is not redone
     ids = [r.item_id for r in embeddings(spark, config).collect()]
     assert len(ids) == TEST_ITEMS and len(set(ids)) == TEST_ITEMS
 
