@@ -130,3 +130,15 @@ def test_a_lock_table_without_the_lease_column_gets_it_and_its_row_never_expires
     assert DeltaRunLock(spark, staging, "unlock").release_by_hand() == '{"run": "old"}'
     with DeltaRunLock(spark, staging, "new", lease_s=60) as lock:
         lock.ensure_held()
+
+
+def test_run_lock_hands_the_configured_lease_to_the_delta_lock_and_every_lock_answers_ensure_held(tmp_path):
+    from vlclip_core.config import ConfigError, load_config
+    from vlclip_core.warehouse.locks import run_lock
+
+    assert run_lock(None, "s3a://bucket/staging", "auto", "r", lease_s=30).lease_s == 30.0
+    with pytest.raises(ConfigError, match="warehouse.lock_lease_s must be > 0, got 0"):
+        load_config("conf/tiny.yaml", ("warehouse.lock_lease_s=0",))
+    for mode in ("file", "none"):
+        with run_lock(None, str(tmp_path), mode, "r") as lock:
+            lock.ensure_held()

@@ -51,6 +51,9 @@ class RunLock:
             os.close(self._fd)
             self.held, self._fd = False, None
 
+    def ensure_held(self) -> None:
+        """An flock is never taken from a living holder: nothing to check (DeltaRunLock's can be)."""
+
     def _acquire_local(self) -> None:
         path = storage.resolve(self.path)[1]
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -373,7 +376,20 @@ def run_lock(spark, staging: str, mode: str, run_hint: str, lease_s: float = DEF
     if mode == "delta":
         return DeltaRunLock(spark, staging, run_hint, lease_s)
     log.warning("warehouse.run_lock=none: nothing stops two runs on this warehouse at once")
-    return contextlib.nullcontext()
+    return NoRunLock()
+
+
+class NoRunLock:
+    """warehouse.run_lock=none: no lock, and nothing to lose."""
+
+    def __enter__(self) -> "NoRunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def ensure_held(self) -> None:
+        """Nothing is held: nothing to check."""
 
 
 def _read_text(path: str) -> str:
