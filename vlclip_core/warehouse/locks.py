@@ -235,16 +235,18 @@ class DeltaRunLock:
                     raise
 
     def _ensure_table(self) -> None:
-        """Create the lock table, or add the lease column to one that has none; a concurrent run's
-        creation or column change wins the race harmlessly, so a conflict is followed by a re-check."""
-        for attempt in range(3):
+        """Create the lock table, or add the lease column to one that has none. A concurrent run's
+        creation or column change wins the race harmlessly (a conflict, or a table whose log exists
+        before its first commit does), so either is followed by a re-check."""
+        for attempt in range(5):
             try:
                 self._create_or_upgrade()
                 return
             except Exception as err:  # noqa: BLE001 - the other run created or changed it: check again
-                if not _is_conflict(err) or attempt == 2:
+                if not (_is_conflict(err) or "DELTA_TABLE_NOT_FOUND" in str(err)) or attempt == 4:
                     raise
                 log.info("the lock table changed under this run (%s); checking it again", type(err).__name__)
+                time.sleep(0.2 * (attempt + 1))
 
     def _create_or_upgrade(self) -> None:
         from delta.tables import DeltaTable
@@ -289,7 +291,10 @@ class LeaseRenewer:
             self._thread = None
 
     def _run(self) -> None:
-        while not self._stop.wait(self.lock.lease_s / 3):
+        """Ticks every lease_s/3 from the previous tick's start, so a slow renewal does not delay the next."""
+        period, tick = self.lock.lease_s / 3, time.monotonic()
+        while not self._stop.wait(max(0.0, tick + period - time.monotonic())):
+            tick = time.monotonic()
             try:
                 if not self.lock.renew():
                     return
