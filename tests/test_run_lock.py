@@ -4,14 +4,17 @@ released by the kernel when that process is killed, refused on S3 without an exc
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import pyarrow as pa
 import pytest
 from job_helpers import REPO, job_overrides
 
+from vlclip_core.config import load_config
 from vlclip_core.warehouse.locks import RunLock, RunLockedError
 
 
@@ -87,3 +90,89 @@ def test_the_delta_lock_refuses_s3_without_the_dynamodb_log_store(spark):
 
     with pytest.raises(RunLockedError, match="needs Delta's DynamoDB LogStore"):
         DeltaRunLock(spark, "s3a://bucket/warehouse", "r").__enter__()
+
+
+def start_null_job(catalog, warehouse, staging, tag, log_path, *extra):
+    """A job process of the null profile; every Delta commit it makes carries `tag` as its userMetadata."""
+    conf = f"{{spark.sql.shuffle.partitions: 2, spark.databricks.delta.commitInfo.userMetadata: {tag}}}"
+    sets = (
+        f"catalog.path={catalog}",
+        f"warehouse.path={warehouse}",
+        f"warehouse.staging_dir={staging}",
+        f"spark.conf={conf}",
+        "job.shard_size=3",
+        "job.log_every_s=1",
+    ) + extra
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "jobs.embed_catalog", "--config", "conf/null.yaml",
+             *[a for o in sets for a in ("--set", o)]],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=REPO),
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
+
+
+def delta_tables(root):
+    return sorted(str(p.parent) for p in root.glob("*/_delta_log"))
+
+
+@pytest.mark.parametrize("lock", ["file", "delta"])
+def test_two_job_processes_on_one_warehouse_with_two_staging_dirs_one_runs_and_the_other_is_refused(
+    spark, sample_root, tmp_path, lock
+):
+    """Two job processes start at once on one warehouse, each with its own staging directory. Their
+    images are held by a loopback server until one process has exited, so the two runs overlap: exactly
+    one runs, the other fails with the lock refusal having committed nothing to any table of the
+    warehouse; afterwards every item is embedded exactly once."""
+    from delta.tables import DeltaTable
+    from http_fault_server import FaultServer
+
+    from vlclip_core.tools.sample_catalog import read_catalog, write_catalog
+    from vlclip_core.warehouse.tables import Tables
+
+    n, warehouse = 6, tmp_path / "wh"
+    with FaultServer(slow_s=300) as srv:
+        table = read_catalog(str(sample_root / "catalog")).slice(0, n)
+        uris = [srv.url(f"/slow?item={i}") for i in range(n)]
+        table = table.set_column(table.schema.get_field_index("image_uri"), "image_uri", pa.array(uris))
+        catalog = write_catalog(table, str(tmp_path / "cat"))
+        extra = (f"warehouse.run_lock={lock}", "images.allowed_hosts=[127.0.0.1]",
+                 "images.read_timeout_s=240",
+                 "images.total_timeout_s=250")
+        procs = {
+            tag: start_null_job(catalog, warehouse, tmp_path / f"staging-{tag}", tag, tmp_path / f"{tag}.log",
+                                *extra)
+            for tag in ("job-a", "job-b")
+        }
+        try:
+            deadline = time.monotonic() + 420
+            while all(p.poll() is None for p in procs.values()) and time.monotonic() < deadline:
+                time.sleep(0.5)
+            exited = [tag for tag, p in procs.items() if p.poll() is not None]
+            srv.stop.set()  # the first process has exited: let the other one's images through
+            assert len(exited) == 1, {tag: (tmp_path / f"{tag}.log").read_text()[-2000:] for tag in procs}
+            (loser,) = exited
+            (winner,) = set(procs) - {loser}
+            assert procs[winner].wait(timeout=420) == 0, (tmp_path / f"{winner}.log").read_text()[-3000:]
+        finally:
+            for p in procs.values():
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+    refusal = (tmp_path / f"{loser}.log").read_text()
+    # refused on seeing the winner's lock, or (delta) on losing the same-moment MERGE to it
+    assert procs[loser].returncode == 1
+    assert re.search("RunLockedError: another vlclip run (holds|took)", refusal), refusal[-2000:]
+    assert not list((tmp_path / f"staging-{loser}").glob("*/manifest.json"))
+    data_tables = [t for t in delta_tables(warehouse) if not t.endswith("_run_lock")]
+    assert len(data_tables) >= 3
+    for location in data_tables:
+        authors = {r.userMetadata for r in DeltaTable.forPath(spark, location).history().collect()}
+        assert authors == {winner}, location
+    tables = Tables(spark, load_config("conf/null.yaml", (f"warehouse.path={warehouse}",)).warehouse)
+    embedded = tables.read("embeddings")
+    assert embedded.count() == embedded.select("item_id").distinct().count() == n
+    assert [r.status for r in tables.read("runs").collect()] == ["succeeded"]

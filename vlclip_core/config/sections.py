@@ -49,9 +49,13 @@ class WarehouseConfig:
     # auto: a lock file for local or mounted staging, a Delta lock table for object stores (s3a://...);
     # file | delta | none (none: the scheduler guarantees that runs never overlap)
     run_lock: str = "auto"
+    # the Delta lock's lease: renewed every third of it while the run lives; a run that stops renewing
+    # (killed, hung) loses the lock this long after its last renewal. Keep it well above clock skew.
+    lock_lease_s: float = 600.0
 
     def validate(self) -> None:
         one_of("warehouse.run_lock", self.run_lock, ("auto", "file", "delta", "none"))
+        positive("warehouse.lock_lease_s", self.lock_lease_s)
         if self.run_lock == "file" and not storage.is_local(self.staging()):
             raise ConfigError(
                 f"warehouse.run_lock=file needs a local or mounted staging directory, got "

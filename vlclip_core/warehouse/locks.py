@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
 from typing import Dict, Optional
 
@@ -50,6 +51,9 @@ class RunLock:
             os.close(self._fd)
             self.held, self._fd = False, None
 
+    def ensure_held(self) -> None:
+        """An flock is never taken from a living holder: nothing to check (DeltaRunLock's can be)."""
+
     def _acquire_local(self) -> None:
         path = storage.resolve(self.path)[1]
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -85,44 +89,87 @@ def holder_info(run_hint: str) -> Dict:
     }
 
 
-class DeltaRunLock:
-    """The run lock as a row of a Delta table under the staging root, for object-store staging.
+DEFAULT_LEASE_S = 600.0
+_EXPIRES_TEXT = "date_format(expires_at, \"yyyy-MM-dd HH:mm:ssXXX\")"
 
-    Taking it is a MERGE that inserts the lock row when there is none: of two runs that try at once,
-    Delta's optimistic concurrency lets one commit and fails the other with a conflict, so at most
-    one holds it (on S3 this needs Delta's multi-writer log store, as every concurrent Delta write
-    does). A lock whose holder died must be removed by hand: `vlclip unlock --config ...`.
+
+class DeltaRunLock:
+    """The run lock as a row of a Delta table under the lock root, for object-store staging.
+
+    The row carries a lease (`expires_at`, the holder's Spark clock + lease_s) that a daemon thread
+    renews every lease_s/3 while the lock is held. A taker inserts the row when there is none, or
+    replaces it when its lease has ended (its holder died or hung), in one MERGE whose condition
+    reads the row's expiry: of two runs that try at once, Delta's optimistic concurrency lets one
+    commit and fails the other with a conflict, so at most one holds it (on S3 this needs Delta's
+    multi-writer log store, as every concurrent Delta write does). A holder that finds its row taken
+    sets `lost`; `ensure_held()` raises then, and release deletes only the holder's own row. A row
+    without a lease (written before leases existed) never expires: `vlclip unlock --config ...`.
     """
 
     KEY = "warehouse"
 
-    def __init__(self, spark, staging: str, run_hint: str):
+    def __init__(self, spark, staging: str, run_hint: str, lease_s: float = DEFAULT_LEASE_S):
+        if not lease_s > 0:
+            raise ValueError(f"the run lock's lease must be > 0 s, got {lease_s!r}")
         self.spark = spark
         self.location = storage.spark_path(storage.join(staging, "_run_lock"))
         self.info = holder_info(run_hint)
+        self.lease_s = float(lease_s)
         self.held = False
+        self.lost = threading.Event()
+        self.renewer = LeaseRenewer(self)
+        self._valid_until = 0.0  # time.monotonic() at which this holder's own lease ends
 
     def __enter__(self) -> "DeltaRunLock":
         check_exclusive_log_store(self.spark, self.location)
         self._ensure_table()
-        holder = self.holder()
-        if holder is not None:
-            raise RunLockedError(f"another vlclip run holds the lock table {self.location}: {holder}")
-        if not self._insert():
+        current = self._current()
+        if current is not None and not current["expired"]:
+            raise RunLockedError(
+                f"another vlclip run holds the lock table {self.location}: {current['holder']}; "
+                f"{_lease_text(current)}"
+            )
+        started = time.monotonic()
+        if not self._take():
             raise RunLockedError(
                 f"another vlclip run took the lock table {self.location} at the same time: {self.holder()}"
             )
+        if current is not None:
+            log.warning("took over the run lock of %s, whose lease ended at %s", current["holder"],
+                        current["expires"])
+        self._valid_until = started + self.lease_s
         self.held = True
+        self.renewer.start()
         return self
 
     def __exit__(self, *exc) -> None:
+        self.renewer.stop()
         if self.held:
-            self._table().delete(f"lock = '{self.KEY}' AND token = '{self.info['token']}'")
+            self._delete_own_row()
             self.held = False
 
+    def ensure_held(self) -> None:
+        """Raise RunLockedError unless this run still holds the lock: call before a table write."""
+        if self.lost.is_set() or time.monotonic() >= self._valid_until:
+            raise RunLockedError(
+                f"this run no longer holds the lock table {self.location} (its lease was not renewed in "
+                f"time): {self.holder()}"
+            )
+
+    def renew(self) -> bool:
+        """Extend this holder's lease; False (and `lost` set) when the row is no longer this holder's."""
+        started = time.monotonic()
+        if self._merge_own_lease():
+            self._valid_until = started + self.lease_s
+            return True
+        log.error("the run lock %s is no longer this run's (%s): %s", self.location, self.info["token"],
+                  self.holder())
+        self.lost.set()
+        return False
+
     def holder(self) -> Optional[str]:
-        rows = self._table().toDF().where(f"lock = '{self.KEY}'").select("holder").collect()
-        return rows[0]["holder"] if rows else None
+        current = self._current()
+        return current["holder"] if current else None
 
     def release_by_hand(self) -> Optional[str]:
         """Remove the lock row whoever holds it (the holder died); returns who held it."""
@@ -131,31 +178,77 @@ class DeltaRunLock:
             self._table().delete(f"lock = '{self.KEY}'")
         return holder
 
-    def _insert(self) -> bool:
+    def _current(self) -> Optional[Dict]:
+        """The lock row: holder, token, expires (text) and expired (False for a row without a lease)."""
+        rows = (
+            self._table()
+            .toDF()
+            .where(f"lock = '{self.KEY}'")
+            .selectExpr("holder", "token", f"{_EXPIRES_TEXT} AS expires",
+                        "coalesce(expires_at < current_timestamp(), false) AS expired")
+            .collect()
+        )
+        return rows[0].asDict() if rows else None
+
+    def _row(self):
         from pyspark.sql import functions as F
 
-        row = self.spark.range(1).select(
+        millis = int(round(self.lease_s * 1000))
+        return self.spark.range(1).select(
             F.lit(self.KEY).alias("lock"),
             F.lit(self.info["token"]).alias("token"),
             F.lit(json.dumps(self.info, sort_keys=True)).alias("holder"),
+            F.expr(f"timestamp_millis(unix_millis(current_timestamp()) + {millis})").alias("expires_at"),
         )
-        try:
-            metrics = (
-                self._table()
-                .alias("t")
-                .merge(row.alias("s"), "t.lock = s.lock")
-                .whenNotMatchedInsertAll()
-                .execute()
-                .first()
-            )
-        except Exception as err:  # noqa: BLE001 - a concurrent commit: the other run won
-            if "Concurrent" not in type(err).__name__ and "concurrent" not in str(err).lower():
-                raise
-            log.info("lost the race for the run lock: %s", type(err).__name__)
+
+    def _take(self) -> bool:
+        """Insert the lock row, or replace one whose lease has ended; False when another run won."""
+        merge = (
+            self._table()
+            .alias("t")
+            .merge(self._row().alias("s"), "t.lock = s.lock")
+            .whenMatchedUpdateAll(condition="t.expires_at < current_timestamp()")
+            .whenNotMatchedInsertAll()
+        )
+        metrics = _merge_or_lose(merge, "the run lock")
+        if metrics is None:
             return False
-        return int(metrics["num_inserted_rows"]) == 1
+        return int(metrics["num_updated_rows"]) + int(metrics["num_inserted_rows"]) == 1
+
+    def _merge_own_lease(self) -> bool:
+        merge = (
+            self._table()
+            .alias("t")
+            .merge(self._row().alias("s"), "t.lock = s.lock AND t.token = s.token")
+            .whenMatchedUpdate(set={"expires_at": "s.expires_at"})
+        )
+        return int(merge.execute().first()["num_updated_rows"]) == 1
+
+    def _delete_own_row(self) -> None:
+        """Delete this holder's row only (a taker's row stays); retried when a taker commits meanwhile."""
+        for attempt in range(3):
+            try:
+                self._table().delete(f"lock = '{self.KEY}' AND token = '{self.info['token']}'")
+                return
+            except Exception as err:  # noqa: BLE001 - a concurrent commit on the lock table: retry
+                if not _is_conflict(err) or attempt == 2:
+                    raise
 
     def _ensure_table(self) -> None:
+        """Create the lock table, or add the lease column to one that has none. A concurrent run's
+        creation or column change wins the race harmlessly (a conflict, or a table whose log exists
+        before its first commit does), so either is followed by a re-check."""
+        for attempt in range(5):
+            try:
+                self._create_or_upgrade()
+                return
+            except Exception as err:  # noqa: BLE001 - the other run created or changed it: check again
+                if not (_is_conflict(err) or "DELTA_TABLE_NOT_FOUND" in str(err)) or attempt == 4:
+                    raise
+                log.info("the lock table changed under this run (%s); checking it again", type(err).__name__)
+                time.sleep(0.2 * (attempt + 1))
+
+    def _create_or_upgrade(self) -> None:
         from delta.tables import DeltaTable
 
         (
@@ -164,13 +257,71 @@ class DeltaRunLock:
             .addColumn("lock", "STRING")
             .addColumn("token", "STRING")
             .addColumn("holder", "STRING")
+            .addColumn("expires_at", "TIMESTAMP")
             .execute()
         )
+        if "expires_at" not in self._table().toDF().columns:
+            self.spark.sql(f"ALTER TABLE delta.`{self.location}` ADD COLUMNS (expires_at TIMESTAMP)")
 
     def _table(self):
         from delta.tables import DeltaTable
 
         return DeltaTable.forPath(self.spark, self.location)
+
+
+class LeaseRenewer:
+    """The daemon thread that renews a DeltaRunLock's lease every lease_s/3 until stopped or lost.
+    A failed renewal (the store briefly unreachable, a conflict) is retried at the next tick; the
+    holder's own lease keeps counting down meanwhile (ensure_held)."""
+
+    def __init__(self, lock: DeltaRunLock):
+        self.lock = lock
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="vlclip-lock-lease", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def _run(self) -> None:
+        """Ticks every lease_s/3 from the previous tick's start, so a slow renewal does not delay the next."""
+        period, tick = self.lock.lease_s / 3, time.monotonic()
+        while not self._stop.wait(max(0.0, tick + period - time.monotonic())):
+            tick = time.monotonic()
+            try:
+                if not self.lock.renew():
+                    return
+            except Exception as err:  # noqa: BLE001 - retried at the next tick
+                log.warning("could not renew the run lock's lease (%s: %s)", type(err).__name__, err)
+
+
+def _lease_text(current: Dict) -> str:
+    if current["expires"] is None:
+        return "its row has no lease and never expires (remove it with `vlclip unlock` once its run is gone)"
+    return f"its lease ends at {current['expires']}"
+
+
+def _merge_or_lose(merge, what: str):
+    """Execute a MERGE; None when a concurrent commit won (Delta's conflict check)."""
+    try:
+        return merge.execute().first()
+    except Exception as err:  # noqa: BLE001 - a concurrent commit: the other run won
+        if not _is_conflict(err):
+            raise
+        log.info("lost the race for %s: %s", what, type(err).__name__)
+        return None
+
+
+def _is_conflict(err: BaseException) -> bool:
+    """A Delta optimistic-concurrency conflict (ConcurrentAppendException, MetadataChangedException...)."""
+    return "Concurrent" in type(err).__name__ or "concurrent" in str(err).lower()
 
 
 S3_SCHEMES = ("s3", "s3a", "s3n")
@@ -219,17 +370,31 @@ def lock_root(warehouse) -> str:
     return warehouse.path if warehouse.path else warehouse.staging()
 
 
-def run_lock(spark, staging: str, mode: str, run_hint: str):
-    """The lock for warehouse.run_lock: file (local or mounted staging), delta (any staging), none, or
-    auto (file for local staging, delta otherwise). `none`: the user's scheduler never overlaps runs."""
+def run_lock(spark, staging: str, mode: str, run_hint: str, lease_s: float = DEFAULT_LEASE_S):
+    """The lock for warehouse.run_lock: file (local or mounted staging), delta (any staging, with a
+    lease of lease_s: warehouse.lock_lease_s), none, or auto (file for local staging, delta
+    otherwise). `none`: the user's scheduler never overlaps runs."""
     if mode == "auto":
         mode = "file" if storage.is_local(staging) else "delta"
     if mode == "file":
         return RunLock(staging, run_hint)
     if mode == "delta":
-        return DeltaRunLock(spark, staging, run_hint)
+        return DeltaRunLock(spark, staging, run_hint, lease_s)
     log.warning("warehouse.run_lock=none: nothing stops two runs on this warehouse at once")
-    return contextlib.nullcontext()
+    return NoRunLock()
+
+
+class NoRunLock:
+    """warehouse.run_lock=none: no lock, and nothing to lose."""
+
+    def __enter__(self) -> "NoRunLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+    def ensure_held(self) -> None:
+        """Nothing is held: nothing to check."""
 
 
 def _read_text(path: str) -> str:
