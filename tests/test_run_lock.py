@@ -119,7 +119,7 @@ def delta_tables(root):
     return sorted(str(p.parent) for p in root.glob("*/_delta_log"))
 
 
-@pytest.mark.parametrize("lock", ["file", "delta"])
+@pytest.mark.parametrize("lock", ["delta"])  # the file lock's refusal: the test above
 def test_two_job_processes_on_one_warehouse_with_two_staging_dirs_one_runs_and_the_other_is_refused(
     spark, sample_root, tmp_path, lock
 ):

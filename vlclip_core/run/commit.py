@@ -30,7 +30,9 @@ from vlclip_core.warehouse.spark_session import idempotent_session
 log = logging.getLogger(__name__)
 
 
-def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport) -> None:
+def commit(
+    spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport, lock=None
+) -> None:
     """The commit phase: the groups the run did not commit while its pipeline ran (all of its shards
     when it never cut one), then the removed items; safe to repeat after a failed attempt.
 
@@ -38,7 +40,7 @@ def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report:
     breach with on_breach=fail writes that group's error rows and caches but not its embeddings, and
     raises RunThresholdError; with on_breach=degraded everything is written and the run is degraded.
     """
-    committer = GroupCommitter(spark, tables, state, config, report)
+    committer = GroupCommitter(spark, tables, state, config, report, lock)
     try:
         committer.finish()
     finally:
@@ -50,6 +52,8 @@ def commit(spark, tables: Tables, state: RunState, config: VlclipConfig, report:
         report.message = "thresholds breached (job.thresholds): " + "; ".join(breached)
         log.warning("%s: the run is degraded", report.message)
     if config.job.removed_items == "delete":
+        if lock is not None:
+            lock.ensure_held()
         report.items_removed = remove_items(spark, tables, config, state.manifest.get("catalog_version"))
     log.info(
         "commit: %d embedded, %d failed, %d removed, %d skipped",

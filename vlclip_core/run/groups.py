@@ -71,8 +71,9 @@ class GroupCommitter:
     blocked by a MERGE. The last shards are left to `finish`, the final group, which is judged with
     every selected item counted."""
 
-    def __init__(self, spark, tables, state: RunState, config: VlclipConfig, report: RunReport):
+    def __init__(self, spark, tables, state: RunState, config: VlclipConfig, report: RunReport, lock=None):
         self.spark, self.tables, self.state, self.config, self.report = spark, tables, state, config, report
+        self.lock = lock  # the warehouse's run lock: checked before each group writes (a lost lease)
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlclip-commit-group")
         self._inflight: Optional[Future] = None
         self._lock = threading.Lock()  # the manifest's groups list: cut here, committed in the thread
@@ -141,6 +142,8 @@ class GroupCommitter:
         from vlclip_core.run.commit import commit_group
 
         start = time.monotonic()
+        if self.lock is not None:
+            self.lock.ensure_held()
         commit_group(self.spark, self.tables, self.state, self.config, entry, self._lock)
         entry["seconds"] = round(time.monotonic() - start, 3)
         self._clean(entry)

@@ -52,14 +52,16 @@ def run_job(config: VlclipConfig, spark=None) -> RunReport:
     staging = config.warehouse.staging()
     storage.makedirs(staging)
     hint = config.job.run_id or config.job.mode
-    lock = run_lock(spark, lock_root(config.warehouse), config.warehouse.run_lock, hint)
+    lock = run_lock(
+        spark, lock_root(config.warehouse), config.warehouse.run_lock, hint, config.warehouse.lock_lease_s
+    )
     with sigterm_as_exit(), lock:
         tables.ensure_all()  # under the lock: no table is altered while another run writes
         complete_committed_runs(spark, tables, staging)
         state = _open_state(spark, config, staging, tables)
         report = _new_report(config, state, tables)
         try:
-            _advance(spark, tables, state, config, report)
+            _advance(spark, tables, state, config, report, lock)
         except BaseException as err:
             _record_failure(spark, tables, state, report, err)
             raise
@@ -158,26 +160,26 @@ def _new_report(config: VlclipConfig, state: RunState, tables: Tables) -> RunRep
     )
 
 
-def _advance(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport) -> None:
+def _advance(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport, lock) -> None:
     """Move the run through its phases; each phase is skipped when a previous attempt finished it."""
     if state.status == STAGING:
         _timed(report, "select", lambda: _stage(spark, tables, state, config))
         state.save(status=STAGED)
     if state.status == STAGED:
         if state.pending_shards():  # nothing selected: no Ray, no model
-            result = _timed(report, "pipeline", lambda: _pipeline(spark, tables, state, config, report))
+            result = _timed(report, "pipeline", lambda: _pipeline(spark, tables, state, config, report, lock))
             log.info("pipeline finished %d item(s) in %.1fs", result.rows, result.wall_seconds)
         state.save(status=PROCESSED)
-    _timed(report, "commit", lambda: commit(spark, tables, state, config, report))
+    _timed(report, "commit", lambda: commit(spark, tables, state, config, report, lock))
     report.status = "degraded" if report.status == "degraded" else "succeeded"
     report.finished_at = utcnow()
     save_committed(state, report)
     record_committed(spark, tables, state, report)
 
 
-def _pipeline(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport):
+def _pipeline(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport, lock):
     """Run the pipeline while a committer merges its finished shards in groups as they complete."""
-    committer = GroupCommitter(spark, tables, state, config, report)
+    committer = GroupCommitter(spark, tables, state, config, report, lock)
     try:
         result = run_pipeline(state, config, on_shard_done=committer.shard_done)
         committer.close(check=True)  # a breach found by the group in flight after the last shard
