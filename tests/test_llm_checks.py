@@ -49,10 +49,28 @@ def test_each_check_names_its_reason(reply, reason):
 
 def test_instruction_sentences_copied_are_an_echo_but_catalog_data_is_not():
     echo = "A knit running shoe. Use only facts from the catalog data and keep every attribute value."
-    [reason] = checks.run_checks(echo, echo, _instructions())
-    assert reason == 'prompt_echo: repeats the instructions "use only facts from the catalog"'
+    assert checks.run_checks(echo, echo, _instructions()) == [
+        'prompt_echo: names the prompt\'s block "catalog data"',
+        'prompt_echo: repeats the instructions "use only facts from the catalog"',
+    ]
     copied = "Foam midsole absorbs impact on long runs. Rubber outsole with deep grooves for grip, size 12."
     assert checks.run_checks(copied, copied, _instructions()) == []
+
+
+def test_a_block_name_written_out_is_an_echo_but_a_one_word_block_name_is_a_word():
+    echo = "The catalog data lists an orange running shoe in size 12 with a knit upper."
+    assert checks.run_checks(echo, echo, _instructions()) == [
+        'prompt_echo: names the prompt\'s block "catalog data"'
+    ]
+    plain = "An orange knit running shoe in size 12, a fine candidate for road running after evaluation."
+    assert checks.run_checks(plain, plain, _instructions("refine")) == []
+
+
+def test_instructions_copied_with_their_block_tags_are_an_echo():
+    raw = "The catalog data between <catalog_data> and </catalog_data> holds an orange shoe in size 12."
+    assert checks.prompt_span(clean_output(raw), raw, _instructions()) == (
+        'prompt_echo: repeats the instructions "the catalog data between catalog_data and"'
+    )
 
 
 def test_loops_are_caught_three_ways():

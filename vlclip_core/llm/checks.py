@@ -17,6 +17,7 @@ MIN_LETTER_SHARE = 0.6  # share of letters among the non-space characters of a d
 _WORD = re.compile(r"\w+")
 _LABEL_LINE = re.compile(r"^([A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}):", re.MULTILINE)
 _DATA_BLOCK = re.compile(r"^<([a-z]+(?:_[a-z]+)*)>$", re.MULTILINE)  # <catalog_data> ... </catalog_data>
+_DELIMITER = re.compile(r"</?[a-z]+(?:_[a-z]+)*>")  # a block's opening or closing tag inside a line
 _WORD_LIMIT = re.compile(r"\bat most (\d+) words\b", re.IGNORECASE)
 _MARKUP = ("```", "{\"", "[\"", "<|")
 
@@ -56,17 +57,25 @@ def non_text(text: str, raw: str, prompt: str) -> Optional[str]:
 
 
 def prompt_labels(text: str, raw: str, prompt: str) -> Optional[str]:
-    """The prompt's own field labels ("Catalog data:", "Title:") copied into the reply."""
+    """The prompt's own field labels ("Catalog data:", "Title:") copied into the reply, or the name of one
+    of its data blocks written out ("the catalog data"): a description of a product never names them."""
     found = [label for label in _labels(prompt) if _has_label(text, label)]
-    return f"prompt_echo: repeats the prompt label {found[0]}:" if found else None
+    if found:
+        return f"prompt_echo: repeats the prompt label {found[0]}:"
+    named = [name for name in _block_names(prompt) if _has_phrase(text, name)]
+    return f"prompt_echo: names the prompt's block \"{named[0]}\"" if named else None
 
 
 def prompt_span(text: str, raw: str, prompt: str) -> Optional[str]:
-    """A run of ECHO_SPAN_WORDS words taken from the prompt's instructions (not from the catalog data)."""
-    instructions = _ngrams(words(prompt), ECHO_SPAN_WORDS)
-    for gram in _ngram_list(words(text), ECHO_SPAN_WORDS):
-        if gram in instructions:
-            return f"prompt_echo: repeats the instructions \"{' '.join(gram)}\""
+    """A run of ECHO_SPAN_WORDS words taken from the prompt's instructions (not from the catalog data),
+    in the cleaned text or the raw reply, with the prompt's block delimiters read as words or dropped."""
+    instructions = _ngrams(words(prompt), ECHO_SPAN_WORDS) | _ngrams(
+        words(_DELIMITER.sub(" ", prompt)), ECHO_SPAN_WORDS
+    )
+    for candidate in (text, raw):
+        for gram in _ngram_list(words(candidate), ECHO_SPAN_WORDS):
+            if gram in instructions:
+                return f"prompt_echo: repeats the instructions \"{' '.join(gram)}\""
     return None
 
 
@@ -129,8 +138,18 @@ def _labels(prompt: str) -> List[str]:
     return list(dict.fromkeys(blocks + _LABEL_LINE.findall(prompt)))
 
 
+def _block_names(prompt: str) -> List[str]:
+    """Data block names of two or more words ("<catalog_data>" -> "catalog data"); one-word names such
+    as "candidate" are ordinary words and count only as labels."""
+    return list(dict.fromkeys(n.replace("_", " ") for n in _DATA_BLOCK.findall(prompt) if "_" in n))
+
+
 def _has_label(text: str, label: str) -> bool:
-    pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, label.split())) + r"\s*:"
+    return _has_phrase(text, label, r"\s*:")
+
+
+def _has_phrase(text: str, phrase: str, after: str = r"(?!\w)") -> bool:
+    pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, phrase.split())) + after
     return re.search(pattern, text, re.IGNORECASE) is not None
 
 
