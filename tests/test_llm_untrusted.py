@@ -69,6 +69,31 @@ def test_the_verdict_is_the_whole_reply_in_a_strict_schema():
         assert (verdict.parsed, verdict.passed) == (False, False), reply[:80]
 
 
+def test_a_yes_no_verdict_is_one_word_and_the_whole_reply():
+    for reply, passed in [("yes", True), (" Yes.\n", True), ("NO!", False), ("no", False)]:
+        verdict = parse_evaluation(reply, "yes_no")
+        assert (verdict.parsed, verdict.passed) == (True, passed), reply
+    for reply in ["Yes, the description is faithful.", "yes yes", "The answer is yes", PASS, INJECTION, ""]:
+        verdict = parse_evaluation(reply, "yes_no")
+        assert (verdict.parsed, verdict.passed) == (False, False), reply
+    assert not parse_evaluation("yes").parsed  # a JSON verdict_format takes no word for an answer
+
+
+def test_a_yes_cannot_accept_a_text_a_check_fails_and_a_no_is_refined():
+    echo = "Catalog data: Title: Trail running shoe, red, size 10. Product type: running shoe."
+    with FakeLLMServer(scripted(summarise=echo, evaluate="Yes", refine=BETTER)) as server:
+        [yes_on_echo] = _enrich(server.base_url, [ITEM], verdict_format="yes_no")
+    assert (yes_on_echo.text, yes_on_echo.status) == (BETTER, "refined")
+    assert yes_on_echo.reason.startswith("prompt_echo: repeats the prompt label Catalog data:")
+    with FakeLLMServer(scripted(summarise=GOOD, evaluate="No.", refine=BETTER)) as server:
+        [no] = _enrich(server.base_url, [ITEM], verdict_format="yes_no")
+    assert (no.text, no.status) == (BETTER, "refined")
+    assert no.reason == "evaluation_failed: the evaluation answered no"
+    with FakeLLMServer(scripted(summarise=GOOD, evaluate="yes")) as server:
+        [ok] = _enrich(server.base_url, [ITEM], verdict_format="yes_no")
+    assert (ok.text, ok.status, ok.n_calls) == (GOOD, "ok", 2)
+
+
 # --- the agent: replies from a real server are judged by the real checks ------------------------
 
 
