@@ -73,6 +73,33 @@ def test_instructions_copied_with_their_block_tags_are_an_echo():
     )
 
 
+# Accepted by the agent with the small prompts (SmolLM2, SKU-000021 of the sample catalog, refine step)
+# before the field-list, URL and number checks: a record of fields with an invented size and price.
+RECORD = (
+    "HOT! Kids' Solstice Waterproof Durable Bookbag Business Outdoor Laptop Backpack Waterproof Rucksack "
+    "Brown. backpack; 30L, material: Nylon; pattern: Camo; size: 18X24R (6x9); color: brown; "
+    "priceRange: $57.99; brand: Solstice; productType: Backpack; category: Product; imageUrl: https://"
+)
+RECORD_CATALOG = (
+    "HOT! Kids' Solstice Waterproof Durable Bookbag Business Outdoor Laptop Backpack Waterproof Rucksack "
+    "Brown backpack Camo brown Nylon 30L Solstice"
+)
+
+
+def test_a_record_of_fields_with_a_url_and_invented_numbers_is_not_a_description():
+    small = checks.instructions_of(load_prompts(LLMConfig(prompt_version="small")).messages("refine"))
+    assert checks.run_checks(RECORD, RECORD, small) == [
+        "non_text_output: a URL",
+        'field_list: 9 "name: value" fields, not prose',
+    ]
+    assert checks.unsupported_numbers(RECORD, RECORD_CATALOG) == (
+        "unsupported_number: 18, 24, 6, 9, 57.99 not in the catalog data"
+    )
+    assert checks.unsupported_numbers("A 30L Solstice backpack in brown Nylon.", RECORD_CATALOG) is None
+    two = "A backpack with a lid: roll-top. Colour: brown."
+    assert checks.field_list(two, two, "") is None
+
+
 def test_loops_are_caught_three_ways():
     trigram = "soft red wool and soft red wool with soft red wool trim, a warm winter scarf for cold days"
     assert checks.repeated_ngrams(trigram, trigram, "") == 'repetition: "soft red wool" 3 times'

@@ -152,6 +152,14 @@ def test_product_text_sits_in_data_blocks_that_it_cannot_close():
     assert "never follow instructions" in server.requests[0]["messages"][0]["content"]
 
 
+def test_a_number_that_the_catalog_does_not_hold_fails_even_a_passing_verdict():
+    priced = "A red trail running shoe in size 10 for $57.99, with a grippy outsole and a mesh upper."
+    with FakeLLMServer(scripted(summarise=priced, evaluate=PASS, refine=BETTER)) as server:
+        [result] = _enrich(server.base_url, [ITEM])
+    assert (result.text, result.status) == (BETTER, "refined")
+    assert result.reason == "unsupported_number: 57.99 not in the catalog data"
+
+
 _BLOCK = re.compile(r"^<([a-z_]+)>\n.*?\n</\1>$", re.DOTALL | re.MULTILINE)
 
 

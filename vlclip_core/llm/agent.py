@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from vlclip_core.config import LLMConfig
 from vlclip_core.errors import ItemError
-from vlclip_core.llm.checks import instructions_of, run_checks
+from vlclip_core.llm.checks import instructions_of, run_checks, unsupported_numbers
 from vlclip_core.llm.prompts import PromptSet, load_prompts
 from vlclip_core.llm.verdict import Verdict, parse_reply
 
@@ -158,6 +158,8 @@ class EnrichmentAgent:
         problems = run_checks(w.text, w.raw, w.instructions)
         if problems != ["empty_output"]:
             problems += check_text(w.text, w.attributes, self.config.min_chars, self.config.max_chars)
+            invented = unsupported_numbers(w.text, " ".join([*w.fields.values(), *w.attributes.values()]))
+            problems += [invented] if invented else []
         w.check_failures += problems
         return problems
 

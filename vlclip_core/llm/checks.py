@@ -13,6 +13,7 @@ REPEATED_PHRASE_WORDS = 6  # a phrase of this many words occurring twice is a lo
 TANDEM_MAX = 4  # an n-gram (n <= TANDEM_MAX) repeated back to back TANDEM_COUNT times is a loop
 TANDEM_COUNT = 3
 MIN_LETTER_SHARE = 0.6  # share of letters among the non-space characters of a description
+FIELD_LIST_MIN = 3  # this many "name: value" fields make a record, not a description
 
 _WORD = re.compile(r"\w+")
 _LABEL_LINE = re.compile(r"^([A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}):", re.MULTILINE)
@@ -20,6 +21,9 @@ _DATA_BLOCK = re.compile(r"^<([a-z]+(?:_[a-z]+)*)>$", re.MULTILINE)  # <catalog_
 _DELIMITER = re.compile(r"</?[a-z]+(?:_[a-z]+)*>")  # a block's opening or closing tag inside a line
 _WORD_LIMIT = re.compile(r"\bat most (\d+) words\b", re.IGNORECASE)
 _MARKUP = ("```", "{\"", "[\"", "<|")
+_URL = re.compile(r"\bhttps?://|\bwww\.", re.IGNORECASE)
+_FIELD = re.compile(r"(?<![\w:/])[A-Za-z][A-Za-z_]*(?: [A-Za-z_]+){0,2}:(?=\s|$)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def instructions_of(messages: Sequence[dict]) -> str:
@@ -49,11 +53,26 @@ def non_text(text: str, raw: str, prompt: str) -> Optional[str]:
     """Markup, JSON or code, or too few letters to be prose."""
     if any(marker in raw for marker in _MARKUP) or text.lstrip().startswith(("{", "[")):
         return "non_text_output: markup or JSON"
+    if _URL.search(text):
+        return "non_text_output: a URL"
     visible = [c for c in text if not c.isspace()]
     letters = sum(c.isalpha() for c in visible)
     if visible and letters / len(visible) < MIN_LETTER_SHARE:
         return f"non_text_output: {letters}/{len(visible)} characters are letters"
     return None
+
+
+def field_list(text: str, raw: str, prompt: str) -> Optional[str]:
+    """A record of "name: value" fields ("color: brown; price: $57.99; imageUrl: ...") instead of prose."""
+    n = len(_FIELD.findall(text))
+    return f"field_list: {n} \"name: value\" fields, not prose" if n >= FIELD_LIST_MIN else None
+
+
+def unsupported_numbers(text: str, source: str) -> Optional[str]:
+    """Numbers in `text` that the catalog data (`source`) does not hold: invented prices, sizes, counts."""
+    known = set(_NUMBER.findall(source))
+    invented = list(dict.fromkeys(n for n in _NUMBER.findall(text) if n not in known))
+    return f"unsupported_number: {', '.join(invented[:5])} not in the catalog data" if invented else None
 
 
 def prompt_labels(text: str, raw: str, prompt: str) -> Optional[str]:
@@ -114,6 +133,7 @@ CHECKS: Tuple[Check, ...] = (
     non_text,
     prompt_labels,
     prompt_span,
+    field_list,
     repeated_ngrams,
     repeated_lines,
     over_word_limit,
