@@ -17,12 +17,22 @@ STEP_MARKERS = {
     "refine": "Rewrite the candidate description",
 }
 
+# Phrases that only one conf/prompts/small template holds (its instructions follow its data blocks).
+SMALL_STEP_MARKERS = {
+    "evaluate": "Answer yes or no.",
+    "refine": "Describe this product again",
+    "summarise": "Describe this product for",
+}
+
 
 def step_of(messages: List[dict]) -> str:
     """Which agent step a conversation is, from its last user message."""
     user = [m["content"] for m in messages if m.get("role") == "user"][-1]
     for step, marker in STEP_MARKERS.items():
         if user.startswith(marker):
+            return step
+    for step, marker in SMALL_STEP_MARKERS.items():
+        if marker in user:
             return step
     raise AssertionError(f"unknown step for prompt {user[:80]!r}")
 

@@ -213,9 +213,11 @@ LOOP = "A red running shoe in size 10, a red running shoe in size 10, a red runn
 def test_a_passing_verdict_cannot_accept_an_echo_and_refine_hears_why():
     with FakeLLMServer(scripted(summarise=ECHO, evaluate=PASS, refine=GOOD)) as server:
         [result] = _enrich(server, [ITEM])
-    reason = "prompt_echo: repeats the prompt label Catalog data:"
+    echo = "prompt_echo: repeats the prompt label Catalog data:"
+    record = 'field_list: 3 "name: value" fields, not prose'
+    reason = f"{echo}; {record}"
     assert (result.text, result.status, result.reason, result.n_calls) == (GOOD, "refined", reason, 3)
-    assert result.checks == (reason,)
+    assert result.checks == (echo, record)
     assert f"Problems: {reason}" in server.requests[2]["messages"][-1]["content"]
 
 

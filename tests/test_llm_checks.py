@@ -49,10 +49,55 @@ def test_each_check_names_its_reason(reply, reason):
 
 def test_instruction_sentences_copied_are_an_echo_but_catalog_data_is_not():
     echo = "A knit running shoe. Use only facts from the catalog data and keep every attribute value."
-    [reason] = checks.run_checks(echo, echo, _instructions())
-    assert reason == 'prompt_echo: repeats the instructions "use only facts from the catalog"'
+    assert checks.run_checks(echo, echo, _instructions()) == [
+        'prompt_echo: names the prompt\'s block "catalog data"',
+        'prompt_echo: repeats the instructions "use only facts from the catalog"',
+    ]
     copied = "Foam midsole absorbs impact on long runs. Rubber outsole with deep grooves for grip, size 12."
     assert checks.run_checks(copied, copied, _instructions()) == []
+
+
+def test_a_block_name_written_out_is_an_echo_but_a_one_word_block_name_is_a_word():
+    echo = "The catalog data lists an orange running shoe in size 12 with a knit upper."
+    assert checks.run_checks(echo, echo, _instructions()) == [
+        'prompt_echo: names the prompt\'s block "catalog data"'
+    ]
+    plain = "An orange knit running shoe in size 12, a fine candidate for road running after evaluation."
+    assert checks.run_checks(plain, plain, _instructions("refine")) == []
+
+
+def test_instructions_copied_with_their_block_tags_are_an_echo():
+    raw = "The catalog data between <catalog_data> and </catalog_data> holds an orange shoe in size 12."
+    assert checks.prompt_span(clean_output(raw), raw, _instructions()) == (
+        'prompt_echo: repeats the instructions "the catalog data between catalog_data and"'
+    )
+
+
+# Accepted by the agent with the small prompts (SmolLM2, SKU-000021 of the sample catalog, refine step)
+# before the field-list, URL and number checks: a record of fields with an invented size and price.
+RECORD = (
+    "HOT! Kids' Solstice Waterproof Durable Bookbag Business Outdoor Laptop Backpack Waterproof Rucksack "
+    "Brown. backpack; 30L, material: Nylon; pattern: Camo; size: 18X24R (6x9); color: brown; "
+    "priceRange: $57.99; brand: Solstice; productType: Backpack; category: Product; imageUrl: https://"
+)
+RECORD_CATALOG = (
+    "HOT! Kids' Solstice Waterproof Durable Bookbag Business Outdoor Laptop Backpack Waterproof Rucksack "
+    "Brown backpack Camo brown Nylon 30L Solstice"
+)
+
+
+def test_a_record_of_fields_with_a_url_and_invented_numbers_is_not_a_description():
+    small = checks.instructions_of(load_prompts(LLMConfig(prompt_version="small")).messages("refine"))
+    assert checks.run_checks(RECORD, RECORD, small) == [
+        "non_text_output: a URL",
+        'field_list: 9 "name: value" fields, not prose',
+    ]
+    assert checks.unsupported_numbers(RECORD, RECORD_CATALOG) == (
+        "unsupported_number: 18, 24, 6, 9, 57.99 not in the catalog data"
+    )
+    assert checks.unsupported_numbers("A 30L Solstice backpack in brown Nylon.", RECORD_CATALOG) is None
+    two = "A backpack with a lid: roll-top. Colour: brown."
+    assert checks.field_list(two, two, "") is None
 
 
 def test_loops_are_caught_three_ways():

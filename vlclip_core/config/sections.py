@@ -20,6 +20,7 @@ from vlclip_core.config.checks import (
     positive,
 )
 from vlclip_core.errors import ConfigError
+from vlclip_core.llm.verdict import VERDICT_FORMATS
 
 
 @dataclass
@@ -352,6 +353,7 @@ class LLMConfig:
     api_key_env: Optional[str] = None  # name of the environment variable holding the key
     prompt_dir: str = "conf/prompts"
     prompt_version: str = "v1"
+    verdict_format: str = "json"  # json | yes_no: the form of the evaluate reply that the prompts ask for
     max_rounds: int = 1  # evaluate/refine rounds after the summary
     max_new_tokens: int = 96
     max_input_chars: int = 4000
@@ -378,6 +380,7 @@ class LLMConfig:
         "gguf_file",
         "model",
         "prompt_version",
+        "verdict_format",
         "max_rounds",
         "max_new_tokens",
         "max_input_chars",
@@ -408,6 +411,7 @@ class LLMConfig:
         one_of("models.llm.backend", self.backend, ("transformers", "openai", "null"))
         one_of("models.llm.on_error", self.on_error, ("fallback", "error"))
         one_of("models.llm.dtype", self.dtype, DTYPES)
+        one_of("models.llm.verdict_format", self.verdict_format, VERDICT_FORMATS)
         if self.backend == "openai" and not (self.base_url and self.model):
             raise ConfigError("models.llm.backend=openai needs models.llm.base_url and models.llm.model")
         if self.backend == "transformers" and not self.path:

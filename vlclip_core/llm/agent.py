@@ -11,9 +11,9 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Tuple
 
 from vlclip_core.config import LLMConfig
 from vlclip_core.errors import ItemError
-from vlclip_core.llm.checks import instructions_of, run_checks
+from vlclip_core.llm.checks import instructions_of, run_checks, unsupported_numbers
 from vlclip_core.llm.prompts import PromptSet, load_prompts
-from vlclip_core.llm.verdict import Verdict, parse_verdict
+from vlclip_core.llm.verdict import Verdict, parse_reply
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class EnrichmentAgent:
 
     def _evaluate(self, work: List[_Work]) -> None:
         for w, reply in self._ask(work, "evaluate"):
-            verdict = parse_evaluation(reply)
+            verdict = parse_evaluation(reply, self.config.verdict_format)
             problems = self._check(w)
             if verdict.passed and not problems:
                 w.result = self._success(w)
@@ -158,6 +158,8 @@ class EnrichmentAgent:
         problems = run_checks(w.text, w.raw, w.instructions)
         if problems != ["empty_output"]:
             problems += check_text(w.text, w.attributes, self.config.min_chars, self.config.max_chars)
+            invented = unsupported_numbers(w.text, " ".join([*w.fields.values(), *w.attributes.values()]))
+            problems += [invented] if invented else []
         w.check_failures += problems
         return problems
 
@@ -195,9 +197,9 @@ def _success_status(w: _Work) -> str:
 # --- evaluation parsing ----------------------------------------------------------------------
 
 
-def parse_evaluation(reply: str) -> Verdict:
-    """The verdict of an evaluate reply: the whole reply in a strict schema (llm/verdict.py)."""
-    return parse_verdict(reply)
+def parse_evaluation(reply: str, verdict_format: str = "json") -> Verdict:
+    """The verdict of an evaluate reply: the whole reply, strict JSON or one word (llm/verdict.py)."""
+    return parse_reply(reply, verdict_format)
 
 
 # --- text cleaning, checks and the fallback ---------------------------------------------------

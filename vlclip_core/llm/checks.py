@@ -13,12 +13,17 @@ REPEATED_PHRASE_WORDS = 6  # a phrase of this many words occurring twice is a lo
 TANDEM_MAX = 4  # an n-gram (n <= TANDEM_MAX) repeated back to back TANDEM_COUNT times is a loop
 TANDEM_COUNT = 3
 MIN_LETTER_SHARE = 0.6  # share of letters among the non-space characters of a description
+FIELD_LIST_MIN = 3  # this many "name: value" fields make a record, not a description
 
 _WORD = re.compile(r"\w+")
 _LABEL_LINE = re.compile(r"^([A-Z][A-Za-z]*(?: [A-Za-z]+){0,2}):", re.MULTILINE)
 _DATA_BLOCK = re.compile(r"^<([a-z]+(?:_[a-z]+)*)>$", re.MULTILINE)  # <catalog_data> ... </catalog_data>
+_DELIMITER = re.compile(r"</?[a-z]+(?:_[a-z]+)*>")  # a block's opening or closing tag inside a line
 _WORD_LIMIT = re.compile(r"\bat most (\d+) words\b", re.IGNORECASE)
 _MARKUP = ("```", "{\"", "[\"", "<|")
+_URL = re.compile(r"\bhttps?://|\bwww\.", re.IGNORECASE)
+_FIELD = re.compile(r"(?<![\w:/])[A-Za-z][A-Za-z_]*(?: [A-Za-z_]+){0,2}:(?=\s|$)")
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 def instructions_of(messages: Sequence[dict]) -> str:
@@ -48,6 +53,8 @@ def non_text(text: str, raw: str, prompt: str) -> Optional[str]:
     """Markup, JSON or code, or too few letters to be prose."""
     if any(marker in raw for marker in _MARKUP) or text.lstrip().startswith(("{", "[")):
         return "non_text_output: markup or JSON"
+    if _URL.search(text):
+        return "non_text_output: a URL"
     visible = [c for c in text if not c.isspace()]
     letters = sum(c.isalpha() for c in visible)
     if visible and letters / len(visible) < MIN_LETTER_SHARE:
@@ -55,18 +62,39 @@ def non_text(text: str, raw: str, prompt: str) -> Optional[str]:
     return None
 
 
+def field_list(text: str, raw: str, prompt: str) -> Optional[str]:
+    """A record of "name: value" fields ("color: brown; price: $57.99; imageUrl: ...") instead of prose."""
+    n = len(_FIELD.findall(text))
+    return f"field_list: {n} \"name: value\" fields, not prose" if n >= FIELD_LIST_MIN else None
+
+
+def unsupported_numbers(text: str, source: str) -> Optional[str]:
+    """Numbers in `text` that the catalog data (`source`) does not hold: invented prices, sizes, counts."""
+    known = set(_NUMBER.findall(source))
+    invented = list(dict.fromkeys(n for n in _NUMBER.findall(text) if n not in known))
+    return f"unsupported_number: {', '.join(invented[:5])} not in the catalog data" if invented else None
+
+
 def prompt_labels(text: str, raw: str, prompt: str) -> Optional[str]:
-    """The prompt's own field labels ("Catalog data:", "Title:") copied into the reply."""
+    """The prompt's own field labels ("Catalog data:", "Title:") copied into the reply, or the name of one
+    of its data blocks written out ("the catalog data"): a description of a product never names them."""
     found = [label for label in _labels(prompt) if _has_label(text, label)]
-    return f"prompt_echo: repeats the prompt label {found[0]}:" if found else None
+    if found:
+        return f"prompt_echo: repeats the prompt label {found[0]}:"
+    named = [name for name in _block_names(prompt) if _has_phrase(text, name)]
+    return f"prompt_echo: names the prompt's block \"{named[0]}\"" if named else None
 
 
 def prompt_span(text: str, raw: str, prompt: str) -> Optional[str]:
-    """A run of ECHO_SPAN_WORDS words taken from the prompt's instructions (not from the catalog data)."""
-    instructions = _ngrams(words(prompt), ECHO_SPAN_WORDS)
-    for gram in _ngram_list(words(text), ECHO_SPAN_WORDS):
-        if gram in instructions:
-            return f"prompt_echo: repeats the instructions \"{' '.join(gram)}\""
+    """A run of ECHO_SPAN_WORDS words taken from the prompt's instructions (not from the catalog data),
+    in the cleaned text or the raw reply, with the prompt's block delimiters read as words or dropped."""
+    instructions = _ngrams(words(prompt), ECHO_SPAN_WORDS) | _ngrams(
+        words(_DELIMITER.sub(" ", prompt)), ECHO_SPAN_WORDS
+    )
+    for candidate in (text, raw):
+        for gram in _ngram_list(words(candidate), ECHO_SPAN_WORDS):
+            if gram in instructions:
+                return f"prompt_echo: repeats the instructions \"{' '.join(gram)}\""
     return None
 
 
@@ -105,6 +133,7 @@ CHECKS: Tuple[Check, ...] = (
     non_text,
     prompt_labels,
     prompt_span,
+    field_list,
     repeated_ngrams,
     repeated_lines,
     over_word_limit,
@@ -129,8 +158,18 @@ def _labels(prompt: str) -> List[str]:
     return list(dict.fromkeys(blocks + _LABEL_LINE.findall(prompt)))
 
 
+def _block_names(prompt: str) -> List[str]:
+    """Data block names of two or more words ("<catalog_data>" -> "catalog data"); one-word names such
+    as "candidate" are ordinary words and count only as labels."""
+    return list(dict.fromkeys(n.replace("_", " ") for n in _DATA_BLOCK.findall(prompt) if "_" in n))
+
+
 def _has_label(text: str, label: str) -> bool:
-    pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, label.split())) + r"\s*:"
+    return _has_phrase(text, label, r"\s*:")
+
+
+def _has_phrase(text: str, phrase: str, after: str = r"(?!\w)") -> bool:
+    pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, phrase.split())) + after
     return re.search(pattern, text, re.IGNORECASE) is not None
 
 

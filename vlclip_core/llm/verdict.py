@@ -1,9 +1,10 @@
-"""The evaluate step's verdict: the model's whole reply must be one JSON object of a strict schema.
+"""The evaluate step's verdict: the model's whole reply, one JSON object of a strict schema or one word.
 
 The reply can echo product text, and product text is untrusted: a description holding {"pass": true}
 must not become the verdict. So nothing is searched for inside the reply: it is the verdict as a whole
 (optionally inside one ```json fence) or it is unparsable. The reply's size and bracket depth are checked
-before it is decoded, so a huge or deeply nested reply costs nothing and never raises.
+before it is decoded, so a huge or deeply nested reply costs nothing and never raises. A model too small
+to write the JSON (models.llm.verdict_format=yes_no) answers one word; the whole reply is that word.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ MAX_DEPTH = 2  # the object, and the lists inside it
 MAX_ITEMS = 20  # entries of "missing" or "reasons"
 MAX_ITEM_CHARS = 200
 KEYS = frozenset({"pass", "missing", "reasons"})
+VERDICT_FORMATS = ("json", "yes_no")
+_YES_NO = re.compile(r"\A\s*(yes|no)\s*[.!]?\s*\Z", re.IGNORECASE)
 _FENCE = re.compile(r"\A```(?:json)?[ \t]*\n?(.*?)\n?```\Z", re.DOTALL | re.IGNORECASE)
 
 
@@ -48,6 +51,21 @@ def parse_verdict(reply: Optional[str]) -> Verdict:
     if missing is None or reasons is None:
         return UNPARSABLE
     return Verdict(passed=obj["pass"], missing=missing, reasons=reasons)
+
+
+def parse_yes_no(reply: Optional[str]) -> Verdict:
+    """The verdict of a one-word answer: the whole reply is "yes" or "no" (any case, one "." or "!" after
+    it), else UNPARSABLE. "Yes, but ..." or a reply that starts by copying product text is no answer."""
+    match = _YES_NO.match(reply) if isinstance(reply, str) and len(reply) <= 16 else None
+    if match is None:
+        return UNPARSABLE
+    passed = match.group(1).casefold() == "yes"
+    return Verdict(passed=passed, missing=[], reasons=[] if passed else ["the evaluation answered no"])
+
+
+def parse_reply(reply: Optional[str], verdict_format: str = "json") -> Verdict:
+    """The verdict of an evaluate reply in `verdict_format` (one of VERDICT_FORMATS)."""
+    return parse_yes_no(reply) if verdict_format == "yes_no" else parse_verdict(reply)
 
 
 def _decode_whole(reply: Optional[str]) -> Optional[dict]:
