@@ -59,7 +59,7 @@ def group_merges(tables: Tables, run_id: str) -> list:
     """The embeddings table's MERGE commits of this run's groups (their userMetadata), oldest first."""
     history = tables.delta("embeddings").history().where("operation = 'MERGE'").orderBy("version")
     mine = f"vlclip run {run_id} "
-    return [r.userMetadata for r in history.collect() if (r.userMetadata or "").startswith(mine)]
+    return [r.userMetadata for r in history.collect() if mine in (r.userMetadata or "")]
 
 
 def expected_groups(state) -> int:

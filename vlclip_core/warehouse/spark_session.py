@@ -150,7 +150,7 @@ def idempotent_session(spark, app_id: str, version: int, metadata: Optional[str]
     (app_id, version): a write to a table that already recorded this version or a later one for
     app_id is skipped. A child of its own, so no other write of the process is tagged; it shares the
     parent's SparkContext, catalog and cache, and copies its runtime SQL settings. `metadata` goes
-    into each commit's userMetadata (shown by DESCRIBE HISTORY)."""
+    into each commit's userMetadata (shown by DESCRIBE HISTORY), after the parent's own if it has one."""
     child = spark.newSession()
     for key, value in spark.conf.getAll.items():
         if key not in (TXN_APP_ID, TXN_VERSION) and spark.conf.isModifiable(key):
@@ -158,5 +158,6 @@ def idempotent_session(spark, app_id: str, version: int, metadata: Optional[str]
     child.conf.set(TXN_APP_ID, app_id)
     child.conf.set(TXN_VERSION, str(int(version)))
     if metadata:
-        child.conf.set(USER_METADATA, metadata)
+        own = spark.conf.get(USER_METADATA, None)  # an operator's tag of every commit is kept first
+        child.conf.set(USER_METADATA, f"{own} | {metadata}" if own else metadata)
     return child
