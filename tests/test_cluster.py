@@ -48,9 +48,9 @@ def test_spark_submit_on_standalone_master_with_ray_auto(tiny_models, sample_roo
     assert {"GroundingActor", "EnrichmentActor", "ClipActor"} <= set(
         run.ray_actors
     )  # actors on the started head
-    assert glob.glob(
-        os.path.join(work, "shared", "staging", "*", "output", "shard_id=*")
-    )  # staged on shared dir
+    # staged on the shared dir: the work set and the done-markers stay (committed outputs are deleted)
+    assert glob.glob(os.path.join(work, "shared", "staging", "*", "input", "shard_id=*"))
+    assert glob.glob(os.path.join(work, "shared", "staging", "*", "done", "shard-*.json"))
 
     ids = query(f"{warehouse}/embeddings", "SELECT item_id, model_version FROM t")
     assert sorted(r["item_id"] for r in ids) == sorted(read_catalog(catalog).column("item_id").to_pylist())
