@@ -236,17 +236,20 @@ class DeltaRunLock:
 
     def _ensure_table(self) -> None:
         """Create the lock table, or add the lease column to one that has none. A concurrent run's
-        creation or column change wins the race harmlessly (a conflict, or a table whose log exists
-        before its first commit does), so either is followed by a re-check."""
-        for attempt in range(5):
+        creation or column change wins the race harmlessly (a conflict, or a location that holds files
+        or a log before its first commit), so each is followed by a re-check."""
+        attempts = 8
+        for attempt in range(attempts):
             try:
                 self._create_or_upgrade()
                 return
             except Exception as err:  # noqa: BLE001 - the other run created or changed it: check again
-                if not (_is_conflict(err) or "DELTA_TABLE_NOT_FOUND" in str(err)) or attempt == 4:
+                if not (_is_conflict(err) or any(c in str(err) for c in CREATION_RACES)):
+                    raise
+                if attempt == attempts - 1:
                     raise
                 log.info("the lock table changed under this run (%s); checking it again", type(err).__name__)
-                time.sleep(0.2 * (attempt + 1))
+                time.sleep(0.5 * (attempt + 1))
 
     def _create_or_upgrade(self) -> None:
         from delta.tables import DeltaTable
@@ -267,6 +270,10 @@ class DeltaRunLock:
         from delta.tables import DeltaTable
 
         return DeltaTable.forPath(self.spark, self.location)
+
+
+# What a run sees while another creates the lock table: its log without a commit, or its first files
+CREATION_RACES = ("DELTA_TABLE_NOT_FOUND", "DELTA_CREATE_TABLE_WITH_NON_EMPTY_LOCATION")
 
 
 class LeaseRenewer:
