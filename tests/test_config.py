@@ -277,3 +277,13 @@ def test_an_installed_vlclip_finds_its_prompts_without_the_repository(tmp_path):
     where, steps = out.stdout.splitlines()
     assert where == str(tmp_path / "site" / "vlclip_core" / "prompts")
     assert steps == "['evaluate', 'refine', 'summarise']"
+
+
+def test_upgrading_vlclip_keeps_the_model_version_of_an_unchanged_recipe():
+    """The production profile's model_version as released: a field added to the recipe identity later
+    (IDENTITY_ADDED) must not change it at its default, or every upgrade would re-embed the catalog.
+    Change this value only with a release note that says the upgrade re-embeds."""
+    config = load_config("conf/prod.yaml", ("catalog.path=unused",))
+    assert config.model_version == "vit-l-14-df7eeca8f125"
+    yes_no = load_config("conf/prod.yaml", ("catalog.path=unused", "models.llm.verdict_format=yes_no"))
+    assert yes_no.model_version != config.model_version

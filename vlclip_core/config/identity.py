@@ -35,8 +35,16 @@ def slug(text: str) -> str:
 
 
 def section_identity(section) -> dict:
-    """The section's fields that change an output (its IDENTITY)."""
-    return {name: getattr(section, name) for name in type(section).IDENTITY}
+    """The section's fields that change an output (its IDENTITY). A field added to IDENTITY after
+    recipes were in use is left out while it holds the value that gives the outputs from before it
+    existed (the section's IDENTITY_ADDED), so upgrading vlclip keeps every model_version and cache key
+    and does not re-embed a catalog."""
+    added = getattr(type(section), "IDENTITY_ADDED", {})
+    return {
+        name: getattr(section, name)
+        for name in type(section).IDENTITY
+        if not (name in added and getattr(section, name) == added[name])
+    }
 
 
 def prompt_digest(llm) -> str:

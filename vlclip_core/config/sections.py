@@ -374,6 +374,8 @@ class LLMConfig:
     presence_penalty: float = 0.0  # openai: once a token occurred in the reply
     stop: List[str] = field(default_factory=lambda: list(DEFAULT_STOP))  # both: the reply ends before these
 
+    # added after recipes were in use: left out of the identity at the value that gives the old outputs
+    IDENTITY_ADDED: ClassVar[Dict[str, object]] = {"verdict_format": "json"}
     IDENTITY: ClassVar[tuple] = (
         "backend",
         "path",
