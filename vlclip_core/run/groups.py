@@ -77,8 +77,9 @@ class GroupCommitter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vlclip-commit-group")
         self._inflight: Optional[Future] = None
         self._lock = threading.Lock()  # the manifest's groups list: cut here, committed in the thread
-        self._open = sorted(state.done_shards() - grouped_shards(state))
-        self._grouped = len(grouped_shards(state))
+        grouped = grouped_shards(state)
+        self._open = sorted(state.done_shards() - grouped)
+        self._grouped = len(grouped)
         self._last_cut = time.monotonic()
 
     def shard_done(self, shard: int) -> None:
@@ -112,6 +113,7 @@ class GroupCommitter:
         return entry
 
     def _raise_failed(self) -> None:
+        """Raise the error of the group in flight if it has ended with one (never waits)."""
         if self._inflight is not None and self._inflight.done() and self._inflight.exception():
             raise self._inflight.exception()
 
@@ -119,8 +121,8 @@ class GroupCommitter:
         """Wait for the group in flight (it is idempotent, so a failure elsewhere need not cancel it);
         with `check`, raise its error (a breach found after the pipeline's last shard)."""
         self._pool.shutdown(wait=True)
-        if check and self._inflight is not None and self._inflight.exception() is not None:
-            raise self._inflight.exception()
+        if check:
+            self._raise_failed()
 
     def finish(self) -> None:
         """Commit what is left: a group a killed attempt left pending, then the final group."""

@@ -184,9 +184,10 @@ def _pipeline(spark, tables: Tables, state: RunState, config: VlclipConfig, repo
         result = run_pipeline(state, config, on_shard_done=committer.shard_done)
         committer.close(check=True)  # a breach found by the group in flight after the last shard
         return result
-    finally:
-        committer.close()  # a group in flight ends its commit (idempotent) before a failure is recorded
-        fill_counts(report, state)
+    except BaseException:
+        committer.close()  # a group in flight ends its commit (idempotent) before the failure is recorded
+        fill_counts(report, state)  # on success the commit phase fills them
+        raise
 
 
 def _timed(report: RunReport, phase: str, fn):
