@@ -21,3 +21,29 @@ def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
         "job.log_every_s=1",
         "ray.stall_timeout_s=300",
     )
+
+
+def race_for_the_lock(spark, staging: str, **lock_kwargs):
+    """Two runs take the Delta run lock of `staging` at the same moment (a barrier between them);
+    returns the outcomes ("held" / "refused") and the locks that were taken."""
+    import threading
+
+    from vlclip_core.warehouse.locks import DeltaRunLock, RunLockedError
+
+    barrier, outcomes, locks = threading.Barrier(2), [], []
+
+    def take(name):
+        lock = DeltaRunLock(spark, staging, name, **lock_kwargs)
+        barrier.wait()
+        try:
+            locks.append(lock.__enter__())
+            outcomes.append("held")
+        except RunLockedError:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=take, args=(f"run-{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return outcomes, locks

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 
 import pytest
+
+from job_helpers import race_for_the_lock
 
 from vlclip_core.warehouse.locks import DeltaRunLock, RunLockedError
 
@@ -74,22 +75,7 @@ def test_the_lock_of_a_holder_that_died_is_taken_over_once_its_lease_ended(spark
 def test_two_takers_of_an_expired_lock_cannot_both_win(spark, tmp_path):
     staging = str(tmp_path / "staging")
     leave_dead_holder_row(spark, staging, ended_s_ago=1)
-    barrier, outcomes, locks = threading.Barrier(2), [], []
-
-    def take(name):
-        lock = DeltaRunLock(spark, staging, name, lease_s=60)
-        barrier.wait()
-        try:
-            locks.append(lock.__enter__())
-            outcomes.append("held")
-        except RunLockedError:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=take, args=(f"run-{i}",)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes, locks = race_for_the_lock(spark, staging, lease_s=60)
     assert sorted(outcomes) == ["held", "refused"]
     assert json.loads(locks[0].holder())["token"] == locks[0].info["token"]
     locks[0].__exit__(None, None, None)

@@ -197,14 +197,6 @@ def llm_overrides(base_url):
     )
 
 
-def answer_each_step(messages):
-    from llm_server_helpers import step_of
-
-    if step_of(messages) == "evaluate":
-        return json.dumps({"pass": True, "missing": [], "reasons": []})
-    return "A plain product photographed on a white background, described for the catalogue search."
-
-
 @pytest.mark.usefixtures("ray_local")
 def test_items_that_fell_back_while_the_llm_was_down_are_selected_again(
     spark, make_config, sample_root, tmp_path
@@ -212,7 +204,7 @@ def test_items_that_fell_back_while_the_llm_was_down_are_selected_again(
     """The LLM endpoint is down for the whole run (nothing listens on its port): the run breaches
     max_fallback.llm_error (degraded here, so its fallback rows are merged); once the endpoint is
     back, the next run selects those items again and replaces their fallback text."""
-    from llm_server_helpers import FakeLLMServer, free_closed_port
+    from llm_server_helpers import FakeLLMServer, answer_each_step, free_closed_port
 
     from vlclip_core.run.job import run_job
 

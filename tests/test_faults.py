@@ -13,7 +13,7 @@ import time
 import pyarrow as pa
 import pytest
 from http_fault_server import FaultServer, closed_port
-from job_helpers import REPO, TEST_LLM_KEY, TEST_LLM_KEY_ENV, job_overrides
+from job_helpers import REPO, TEST_LLM_KEY, TEST_LLM_KEY_ENV, job_overrides, race_for_the_lock
 from llm_server_helpers import FakeLLMServer
 
 from vlclip_core.pipeline.watchdog import PipelineStalledError
@@ -311,29 +311,11 @@ def test_driver_killed_mid_backfill_resumes_without_duplicates(
 def test_the_delta_run_lock_admits_one_of_two_runs_at_once(spark, tmp_path):
     """warehouse.run_lock=delta (object-store staging): of two runs taking the lock at the same moment
     exactly one holds it; a third is refused while it is held; after release it can be taken again."""
-    import threading
-
     from vlclip_core.warehouse.locks import DeltaRunLock
 
     staging = str(tmp_path / "staging")
     DeltaRunLock(spark, staging, "warm").__enter__().__exit__()  # create the table outside the race
-    barrier, outcomes, locks = threading.Barrier(2), [], []
-
-    def take(name):
-        lock = DeltaRunLock(spark, staging, name)
-        barrier.wait()
-        try:
-            lock.__enter__()
-            outcomes.append("held")
-            locks.append(lock)
-        except RunLockedError:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=take, args=(f"run-{i}",)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    outcomes, locks = race_for_the_lock(spark, staging)
     assert sorted(outcomes) == ["held", "refused"]
     with pytest.raises(
         RunLockedError, match=f"another vlclip run holds the lock table .*{locks[0].info['token']}"
