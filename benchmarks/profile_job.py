@@ -12,6 +12,7 @@ py4j's socket.recv_into is the driver waiting for Spark; under the pipeline's qu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import time
@@ -77,6 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         catalog = ctx.catalog(args.items)
         warehouse = ctx.work_dir(f"profile-e2e-{args.items}")
         config = ctx.job_config(catalog, warehouse, args.model_size, "job.mode=backfill")
+    # staging in the main thread: the profiler samples the thread it starts in
+    config = dataclasses.replace(config, ray=dataclasses.replace(config.ray, start_during_staging=False))
     for _ in range(args.warmups):
         run_job(config, ctx.spark)
         shutdown_ray()

@@ -11,7 +11,11 @@ TEST_LLM_KEY = "sk-vlclip-test-4f1d2c9a7e"
 
 
 def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
-    """Overrides that point the tiny profile at the test's models, catalog and warehouse."""
+    """Overrides that point the tiny profile at the test's models, catalog and warehouse.
+
+    The job tests run the split layout (a pool per model stage, as on GPU clusters), which the fault
+    tests were written against; the fused layout that `auto` picks on CPUs has its own tests.
+    """
     from vlclip_core.models.tiny import tiny_overrides
 
     return tiny_overrides(models) + (
@@ -20,6 +24,7 @@ def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
         "job.shard_size=10",
         "job.log_every_s=1",
         "ray.stall_timeout_s=300",
+        "stages.layout=split",
     )
 
 

@@ -78,6 +78,66 @@ def test_first_run_embeds_every_valid_item_with_unit_norm(spark, first):
     assert runs[0].outcome_counts["embedded"] == TEST_ITEMS and "failed_decode" not in runs[0].outcome_counts
 
 
+def test_auto_layout_fuses_the_stages_on_cpus_and_embeds_what_the_split_layout_does(
+    spark, first, make_config, tmp_path
+):
+    config = make_config(first["catalog"], tmp_path / "wh", "stages.layout=auto")
+    report = run_job(config, spark)
+    assert (report.status, report.items_embedded) == ("succeeded", TEST_ITEMS)
+    fused, split = report.pipeline_stats, first["report"].pipeline_stats
+    assert {stage: st["pool"] for stage, st in fused.items()} == {
+        "decode": "decode", "grounding": "fused", "enrichment": "fused", "clip": "fused"
+    }  # the test Ray has 2 CPUs and no GPU
+    assert {stage: st["pool"] for stage, st in split.items()} == {s: s for s in split} and len(split) == 4
+    for stats in (fused, split):
+        assert all(st["busy_s"] > 0 and 1 <= st["actors_max"] <= st["actors"] for st in stats.values())
+        assert all(st["idle_s"] <= st["actor_seconds"] for st in stats.values())
+    assert max(fused[s]["actors"] for s in fused) <= 2  # one fused actor per core at most
+    # what does not depend on how items are batched is the same (the random tiny detector's boxes do:
+    # Grounding DINO pads a batch's images to the largest)
+    columns = ("item_id", "text_embedding", "enriched_text", "enrichment_status")
+    ours = {r.item_id: r for r in embeddings(spark, config).select(*columns).collect()}
+    theirs = {r.item_id: r for r in embeddings(spark, first["config"]).select(*columns).collect()}
+    assert sorted(ours) == sorted(theirs) and len(ours) == TEST_ITEMS
+    for item, row in ours.items():
+        assert (row.enriched_text, row.enrichment_status) == (
+            theirs[item].enriched_text, theirs[item].enrichment_status
+        )
+        assert np.allclose(row.text_embedding, theirs[item].text_embedding, atol=1e-5)
+
+
+def test_ray_starts_while_spark_writes_the_work_set_and_not_when_nothing_is_selected(
+    spark, first, make_config, tmp_path, monkeypatch
+):
+    import threading
+
+    from vlclip_core.run import job
+    from vlclip_core.selection import workset
+
+    started, real_init, real_write = threading.Event(), job.init_ray, workset._write_work
+    calls = []
+
+    def init_ray(cfg):
+        calls.append(threading.current_thread() is threading.main_thread())
+        started.set()
+        real_init(cfg)
+
+    def write_work(spark, work, tables, state, n_selected, *args):
+        # the selection is counted: the main thread starts Ray while this (staging) thread writes
+        calls.append(started.wait(timeout=120) if n_selected else "nothing to write")
+        return real_write(spark, work, tables, state, n_selected, *args)
+
+    monkeypatch.setattr(job, "init_ray", init_ray)
+    monkeypatch.setattr(workset, "_write_work", write_work)
+    report = run_job(make_config(first["catalog"], tmp_path / "wh", "job.mode=backfill"), spark)
+    assert report.items_embedded == TEST_ITEMS
+    assert calls[:2] == [True, True]  # Ray started from the main thread, before the write finished
+    calls.clear()
+    warehouse = clone_warehouse(first["root"] / "wh", tmp_path / "noop")
+    assert run_job(make_config(first["catalog"], warehouse), spark).items_selected == 0
+    assert calls == ["nothing to write"]  # and Ray was never started
+
+
 def test_contact_sheet_shows_the_latest_run(spark, first, tmp_path):
     from vlclip_core.tools.inspect_run import write_contact_sheet
 

@@ -11,6 +11,7 @@ from vlclip_core.config.sections import VlclipConfig
 from vlclip_core.errors import ConfigError
 
 _OPTIONAL_TYPES = {"Optional[float]": float, "Optional[int]": int, "Optional[str]": str}
+_UNION_TYPES = {"Union[int, str]": (int, str)}  # a count or a word such as "auto"; the section validates
 
 
 def load_config(path: Optional[str] = None, overrides: tuple = ()) -> VlclipConfig:
@@ -76,6 +77,11 @@ def _coerce(f: dataclasses.Field, value: Any, where: str) -> Any:
     if dataclasses.is_dataclass(default):
         return build(type(default), value or {}, where)
     if value is None:
+        return value
+    if str(f.type) in _UNION_TYPES:
+        kinds = _UNION_TYPES[str(f.type)]
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ConfigError(f"{where} must be {' or '.join(k.__name__ for k in kinds)}, got {value!r}")
         return value
     kind = type(default) if default is not None else _OPTIONAL_TYPES.get(str(f.type))
     if kind is None:

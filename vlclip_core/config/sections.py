@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import ClassVar, Dict, List, Optional, Tuple
+from typing import ClassVar, Dict, List, Optional, Tuple, Union
 
 from vlclip_core import storage
 from vlclip_core.config import identity
@@ -207,14 +207,29 @@ class RayConfig:
     # error rows (in that pass, max_failed_batches counts items).
     retry_failed_items: bool = True
     runtime_env: dict = field(default_factory=dict)
+    # Start (or join) Ray while Spark writes the work set, once Spark has counted a non-empty
+    # selection: a run that selects nothing still starts no Ray. Staging then runs in a worker thread
+    # (Ray starts only from the main thread); false keeps it in the main thread (a profiler's view).
+    start_during_staging: bool = True
+
+
+AUTO = "auto"
+LAYOUTS = ("auto", "split", "fused")
+MODEL_STAGES = ("grounding", "enrichment", "clip")
 
 
 @dataclass
 class StageResources:
     batch_size: int = 16
-    num_actors: int = 1  # decode: max parallel tasks
+    # Actors of the stage's pool (decode: parallel tasks). "auto": a Ray Data autoscaling pool from
+    # min_actors up to max_actors (unset: as many as the cluster's CPUs/GPUs fit at num_cpus/num_gpus
+    # each, beside the pipeline's CPU tasks), grown while the stage is the one its input waits on.
+    num_actors: Union[int, str] = AUTO
+    min_actors: int = 1
+    max_actors: Optional[int] = None
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    num_threads: Optional[int] = None  # torch threads per actor; unset: the CPUs it holds (at least 1)
     impl: Optional[str] = None  # "module:Class" replacing the stage's class (a BatchStage subclass)
     # Deadlines: a batch still in the stage after batch_timeout_s is retried item by item, and an item
     # still there after item_timeout_s becomes an error row (deadline_exceeded); the run goes on.
@@ -228,11 +243,25 @@ class StageResources:
             value = getattr(self, key)
             if value is not None and value < 0:
                 raise ConfigError(f"stages.{name}.{key} must be >= 0 (0: no deadline), got {value}")
-        positive(f"stages.{name}.num_actors", self.num_actors)
+        if self.num_actors != AUTO and (
+            isinstance(self.num_actors, bool) or not isinstance(self.num_actors, int) or self.num_actors <= 0
+        ):
+            raise ConfigError(f"stages.{name}.num_actors must be > 0 or auto, got {self.num_actors!r}")
+        positive(f"stages.{name}.min_actors", self.min_actors)
+        if self.max_actors is not None and self.max_actors < self.min_actors:
+            raise ConfigError(
+                f"stages.{name}.max_actors must be >= min_actors ({self.min_actors}), got {self.max_actors}"
+            )
+        if self.num_threads is not None:
+            positive(f"stages.{name}.num_threads", self.num_threads)
         if self.num_cpus < 0 or self.num_gpus < 0:
             raise ConfigError(
                 f"stages.{name}: num_cpus/num_gpus must be >= 0, got {self.num_cpus}/{self.num_gpus}"
             )
+
+    @property
+    def threads(self) -> int:
+        return self.num_threads or max(1, int(round(self.num_cpus)))
 
 
 @dataclass
@@ -241,10 +270,21 @@ class StagesConfig:
     grounding: StageResources = field(default_factory=StageResources)
     enrichment: StageResources = field(default_factory=StageResources)
     clip: StageResources = field(default_factory=StageResources)
+    # split: one actor pool per model stage (GPU stages each get their own devices); fused: one pool
+    # whose actors run grounding -> enrichment -> CLIP in turn, sized by `fused` (on a CPU-only
+    # cluster a core runs a whole chain, with no hand-off between stages); auto: fused when no stage
+    # asks for a GPU, the cluster has none and the LLM runs in the actors (not a service), else split.
+    layout: str = AUTO
+    fused: StageResources = field(default_factory=lambda: StageResources(batch_size=16, num_cpus=1.0))
 
     def validate(self) -> None:
+        one_of("stages.layout", self.layout, LAYOUTS)
         for f in dataclasses.fields(self):
-            getattr(self, f.name).validate(f.name)
+            if f.name != "layout":
+                getattr(self, f.name).validate(f.name)
+
+    def wants_gpus(self) -> bool:
+        return any(getattr(self, name).num_gpus > 0 for name in MODEL_STAGES + ("fused",))
 
 
 @dataclass

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 
 from vlclip_core.config import VlclipConfig
+from vlclip_core.config.sections import MODEL_STAGES
 from vlclip_core.pipeline.heartbeat import beating, register_current_actor
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,10 @@ class StageActor:
         import torch
 
         torch.set_num_threads(threads)
-        stage = stage_class(config, self.stage_name)(config)
-        self.stage = with_deadlines(stage, config, self.stage_name, heartbeat)
+        start = time.monotonic()
+        self.stage = build_stage(config, self.stage_name, heartbeat)
         self.heartbeat = heartbeat
-        register_current_actor(heartbeat)
+        register_current_actor(heartbeat, (self.stage_name,), time.monotonic() - start)
 
     def __call__(self, batch):
         return beating(self.heartbeat, self.stage_name, self.stage, batch)
@@ -57,6 +59,33 @@ class ClipActor(StageActor):
 ACTORS = {"grounding": GroundingActor, "enrichment": EnrichmentActor, "clip": ClipActor}
 
 
+class FusedActor:
+    """Hosts grounding, enrichment and CLIP in one actor and runs a batch through them in turn (the
+    fused layout: on CPUs a core runs a whole chain). Each stage keeps its own deadlines, heartbeat beats
+    and busy seconds. The models load one after another: transformers' lazy imports are not
+    thread-safe (threads here raised ImportError for AutoModelForCausalLM); the pool's actors load in
+    parallel, each in its own process, as the split layout's pools do."""
+
+    def __init__(self, config: VlclipConfig, threads: int, heartbeat=None):
+        import torch
+
+        torch.set_num_threads(threads)
+        start = time.monotonic()
+        self.stages = [(name, build_stage(config, name, heartbeat)) for name in MODEL_STAGES]
+        self.heartbeat = heartbeat
+        register_current_actor(heartbeat, MODEL_STAGES, time.monotonic() - start)
+
+    def __call__(self, batch):
+        for name, stage in self.stages:
+            batch = beating(self.heartbeat, name, stage, batch)
+        return batch
+
+
+def build_stage(config: VlclipConfig, name: str, heartbeat=None):
+    """The stage `name` of config (its class, its model), with its deadlines."""
+    return with_deadlines(stage_class(config, name)(config), config, name, heartbeat)
+
+
 def stage_class(config: VlclipConfig, name: str):
     """The stage's class: `stages.<name>.impl` when configured, else the built-in one."""
     return load_class(getattr(config.stages, name).impl or STAGE_CLASSES[name])
@@ -64,8 +93,7 @@ def stage_class(config: VlclipConfig, name: str):
 
 def decode_task(batch, config: VlclipConfig, heartbeat=None):
     """Decode runs as plain CPU tasks: the stage is cheap to build, so it is built per batch."""
-    stage = with_deadlines(stage_class(config, "decode")(config), config, "decode", heartbeat)
-    return beating(heartbeat, "decode", stage, batch)
+    return beating(heartbeat, "decode", build_stage(config, "decode", heartbeat), batch)
 
 
 def with_deadlines(stage, config: VlclipConfig, name: str, heartbeat=None):

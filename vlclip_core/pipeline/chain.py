@@ -11,7 +11,15 @@ import numpy as np
 from vlclip_core import schema as S
 from vlclip_core import storage
 from vlclip_core.config import StageResources, VlclipConfig
-from vlclip_core.pipeline.actors import ACTORS, decode_task
+from vlclip_core.pipeline.actors import ACTORS, FusedActor, decode_task
+from vlclip_core.pipeline.pools import (
+    Cluster,
+    actor_strategy,
+    decode_concurrency,
+    pool_sizes,
+    resolve_layout,
+    task_cpus,
+)
 from vlclip_core.pipeline.shard_writer import write_shard_parts
 from vlclip_core.run.state import RunState
 
@@ -21,14 +29,15 @@ log = logging.getLogger(__name__)
 def build_dataset(
     state: RunState, shards: List[int], config: VlclipConfig, heartbeat=None, only_items: Optional[set] = None
 ):
-    """Read the pending shards and chain the stages; each stage's resources come from config.
+    """Read the pending shards and chain the stages; each stage's resources come from config, the
+    layout (a pool per model stage, or one fused pool) from `stages.layout` and the cluster.
 
     With `only_items`, only those item ids are read and every stage takes one item per batch (and
     one batch per actor at a time): the isolation pass for items of failed batches.
     """
     import ray
 
-    read_cpus = min(config.stages.decode.num_cpus, 1.0) or 0.25
+    read_cpus, _ = task_cpus(config.stages)
     ds = ray.data.read_parquet(
         [storage.spark_path(state.shard_input(s)) for s in shards],
         partitioning=None,
@@ -49,11 +58,19 @@ def build_dataset(
         batch_format="numpy",
         batch_size=res.batch_size,
         num_cpus=res.num_cpus,
-        compute=ray.data.TaskPoolStrategy(size=res.num_actors),
+        compute=ray.data.TaskPoolStrategy(size=decode_concurrency(res)),
         max_retries=config.ray.max_batch_retries,
     )
-    for name in ("grounding", "enrichment", "clip"):
-        ds = _add_actor_stage(ds, name, getattr(config.stages, name), config, heartbeat)
+    cluster = Cluster.current()
+    layout = resolve_layout(config.stages, cluster, remote_llm=config.models.llm.backend == "openai")
+    sizes = pool_sizes(config.stages, layout, cluster)
+    log.info(
+        "pipeline layout %s on %g CPU(s) / %g GPU(s): %s", layout, cluster.cpus, cluster.gpus,
+        ", ".join(f"{name} {low}-{high} actor(s)" for name, (low, high) in sizes.items()),
+    )
+    actors = {"fused": FusedActor} if layout == "fused" else ACTORS
+    for name, actor in actors.items():
+        ds = _add_actor_stage(ds, actor, getattr(config.stages, name), sizes[name], config, heartbeat)
     out_dir = storage.spark_path(state.path("output"))
     return ds.map_batches(
         write_shard_parts,
@@ -65,20 +82,15 @@ def build_dataset(
     )
 
 
-def _add_actor_stage(ds, name: str, res: StageResources, config: VlclipConfig, heartbeat):
-    import ray
-
-    threads = max(1, int(round(res.num_cpus)))
+def _add_actor_stage(ds, actor, res: StageResources, sizes, config: VlclipConfig, heartbeat):
     return ds.map_batches(
-        ACTORS[name],
-        fn_constructor_args=(config, threads, heartbeat),
+        actor,
+        fn_constructor_args=(config, res.threads, heartbeat),
         batch_format="numpy",
         batch_size=res.batch_size,
         num_cpus=res.num_cpus,
         num_gpus=res.num_gpus or None,
-        compute=ray.data.ActorPoolStrategy(
-            size=res.num_actors, max_tasks_in_flight_per_actor=config.ray.max_tasks_in_flight_per_actor
-        ),
+        compute=actor_strategy(sizes, config.ray.max_tasks_in_flight_per_actor),
         # Restarts are unbounded and batch retries bounded: Ray Data (2.60) never
         # replaces an actor that ran out of restarts, so a fixed-size pool would keep
         # the dead actor and hang. A crash loop is caught by the stall detector.
@@ -90,7 +102,10 @@ def _add_actor_stage(ds, name: str, res: StageResources, config: VlclipConfig, h
 def _one_item_per_batch(config: VlclipConfig) -> VlclipConfig:
     stages = dataclasses.replace(
         config.stages,
-        **{name: dataclasses.replace(getattr(config.stages, name), batch_size=1) for name in S.STAGE_NAMES},
+        **{
+            name: dataclasses.replace(getattr(config.stages, name), batch_size=1)
+            for name in S.STAGE_NAMES + ("fused",)
+        },
     )
     return dataclasses.replace(
         config, stages=stages, ray=dataclasses.replace(config.ray, max_tasks_in_flight_per_actor=1)

@@ -16,7 +16,7 @@ from vlclip_core import storage
 from vlclip_core.batch import object_column
 from vlclip_core.config import VlclipConfig
 from vlclip_core.pipeline.chain import build_dataset
-from vlclip_core.pipeline.heartbeat import start_heartbeat, stop_run_actors
+from vlclip_core.pipeline.heartbeat import pool_stats, start_heartbeat, stop_run_actors
 from vlclip_core.pipeline.progress import Progress
 from vlclip_core.pipeline.ray_init import init_ray
 from vlclip_core.pipeline.shard_writer import (
@@ -41,6 +41,7 @@ class PipelineResult:
     llm_calls: int = 0
     stage_seconds: Dict[str, float] = field(default_factory=lambda: {n: 0.0 for n in S.STAGE_NAMES})
     wall_seconds: float = 0.0
+    pool_stats: Dict[str, dict] = field(default_factory=dict)  # per stage (heartbeat.pool_stats)
 
     def add(self, summary: Dict) -> None:
         for key in ("rows", "ok", "errors", "detector_items", "llm_calls"):
@@ -89,6 +90,7 @@ def run_pipeline(
                 progress,
             )
     finally:
+        result.pool_stats = pool_stats(heartbeat)
         stop_run_actors(heartbeat)
     for shard in tracker.pending():
         fail_lost_rows(state, shard)
@@ -99,7 +101,18 @@ def run_pipeline(
     for summary in state.done_summaries():
         result.add(summary)
     result.wall_seconds = time.monotonic() - start
+    log_pools(result.pool_stats)
     return result
+
+
+def log_pools(stats: Dict[str, dict]) -> None:
+    for stage, st in stats.items():
+        log.info(
+            "stage %s (pool %s, %d actor(s), at most %d at once): busy %.1fs; the pool's actors were up "
+            "%.1fs after loading (longest load %.1fs), idle %.1fs",
+            stage, st["pool"], st["actors"], st["actors_max"], st["busy_s"], st["actor_seconds"],
+            st["load_s"], st["idle_s"],
+        )
 
 
 class ShardTracker:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from vlclip_core import storage
 from vlclip_core.config import ConfigError, VlclipConfig, run_identities
+from vlclip_core.pipeline.ray_init import init_ray
 from vlclip_core.pipeline.runner import run_pipeline
 from vlclip_core.run.commit import commit, fill_counts
 from vlclip_core.run.groups import GroupCommitter
@@ -163,7 +165,7 @@ def _new_report(config: VlclipConfig, state: RunState, tables: Tables) -> RunRep
 def _advance(spark, tables: Tables, state: RunState, config: VlclipConfig, report: RunReport, lock) -> None:
     """Move the run through its phases; each phase is skipped when a previous attempt finished it."""
     if state.status == STAGING:
-        _timed(report, "select", lambda: _stage(spark, tables, state, config))
+        _timed(report, "select", lambda: _stage_starting_ray(spark, tables, state, config))
         state.save(status=STAGED)
     if state.status == STAGED:
         if state.pending_shards():  # nothing selected: no Ray, no model
@@ -182,6 +184,7 @@ def _pipeline(spark, tables: Tables, state: RunState, config: VlclipConfig, repo
     committer = GroupCommitter(spark, tables, state, config, report, lock)
     try:
         result = run_pipeline(state, config, on_shard_done=committer.shard_done)
+        report.pipeline_stats = result.pool_stats
         committer.close(check=True)  # a breach found by the group in flight after the last shard
         return result
     except BaseException:
@@ -198,7 +201,42 @@ def _timed(report: RunReport, phase: str, fn):
         report.phase_seconds[phase] = round(time.monotonic() - start, 3)
 
 
-def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None:
+def _stage_starting_ray(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None:
+    """Stage the work set; with ray.start_during_staging, Spark stages in a worker thread while this
+    (main) thread starts Ray as soon as the selection is counted and not empty."""
+    if not config.ray.start_during_staging:
+        return _stage(spark, tables, state, config)
+    counted, outcome = threading.Event(), {}
+
+    def selected(n: int) -> None:
+        outcome["selected"] = n
+        counted.set()
+
+    def stage() -> None:
+        try:
+            _stage(spark, tables, state, config, on_counted=selected)
+        except BaseException as err:  # noqa: BLE001 - raised again in the main thread
+            outcome["error"] = err
+        finally:
+            counted.set()
+
+    worker = threading.Thread(target=stage, name="vlclip-staging", daemon=True)
+    worker.start()
+    try:
+        counted.wait()
+        if outcome.get("selected") and "error" not in outcome:
+            log.info("starting Ray while Spark writes the %d selected item(s)", outcome["selected"])
+            init_ray(config.ray)
+    except BaseException:
+        spark.sparkContext.cancelAllJobs()  # the staging is redone by the next attempt
+        worker.join(timeout=60)
+        raise
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig, on_counted=lambda n: None) -> None:
     if "catalog_version" not in state.manifest:  # pinned once: a resumed staging reads the same snapshot
         state.save(catalog_version=catalog_version(spark, config.catalog))
     hashed = load_hashed(spark, config.catalog, config.model_version, state.manifest["catalog_version"])
@@ -210,6 +248,7 @@ def _stage(spark, tables: Tables, state: RunState, config: VlclipConfig) -> None
         config.job.shard_size,
         run_identities(config),
         config.images.retry_failed_after_hours,
+        on_counted,
     )
     log.info(
         "catalog: %d item(s) seen, %d invalid, %d selected (%s mode) in %d shard(s), %d skipped (image "

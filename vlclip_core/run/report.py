@@ -37,6 +37,9 @@ class RunReport:
     phase_seconds: Dict[str, float] = field(default_factory=dict)  # select / pipeline / commit (driver)
     stage_seconds: Dict[str, float] = field(default_factory=dict)  # busy seconds of each pipeline stage
     stage_items_per_s: Dict[str, float] = field(default_factory=dict)
+    # per stage: its pool, actors, model load, busy / actor / idle seconds (pipeline.heartbeat.pool_stats);
+    # in the report and the log, not in the runs row
+    pipeline_stats: Dict[str, dict] = field(default_factory=dict)
     error_counts: Dict[str, int] = field(default_factory=dict)
     outcome_counts: Dict[str, int] = field(default_factory=dict)
     message: Optional[str] = None

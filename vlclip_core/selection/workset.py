@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Dict
+from typing import Callable, Dict
 
 from vlclip_core import schema as S
 from vlclip_core import storage
@@ -135,6 +135,7 @@ def write_work_set(
     shard_size: int,
     identities: RunIdentities,
     retry_failed_after_hours: float,
+    on_counted: Callable[[int], None] = lambda selected: None,
 ) -> StagedCounts:
     """Write the work set and the invalid catalog rows under the run directory; record shard sizes.
 
@@ -142,13 +143,15 @@ def write_work_set(
     action counts the rows of each class; the work set and the invalid rows are written (each a
     second pass over the catalog) only when there are some, so a run that selects nothing makes one
     pass and writes nothing but its manifest. Selected items whose image failed for good within
-    `retry_failed_after_hours` are skipped (counted). The recorded counts are those of the files
+    `retry_failed_after_hours` are skipped (counted). `on_counted` gets the number of selected rows as
+    soon as they are counted, before anything is written. The recorded counts are those of the files
     written, so they agree with what the later phases read even if the catalog changed meanwhile.
     """
     from pyspark.sql import functions as F
 
     classified = classify(hashed, tables, state.manifest["mode"], identities.model_version)
     counts = _count_classes(classified)
+    on_counted(counts.get(SELECTED, 0))
     work, skipped = classified.where(F.col(CLASS) == SELECTED), 0
     if counts.get(SELECTED):
         work, known = split_known_failures(work, tables, retry_failed_after_hours)

@@ -1,0 +1,110 @@
+"""Actor pools and layout: sizes from config or from the cluster (auto), and what each pool did."""
+
+from __future__ import annotations
+
+import pytest
+
+from vlclip_core.config import ConfigError, load_config
+from vlclip_core.pipeline.heartbeat import StageHeartbeat
+from vlclip_core.pipeline.pools import Cluster, pool_sizes, resolve_layout
+
+TWO_CPUS = Cluster(cpus=2.0, gpus=0.0)
+GPU_NODE = Cluster(cpus=64.0, gpus=8.0)
+
+
+def stages(profile="conf/tiny.yaml", *overrides):
+    return load_config(profile, ("catalog.path=unused",) + overrides).stages
+
+
+def test_auto_layout_fuses_the_model_stages_on_cpus_and_splits_them_where_there_are_gpus():
+    assert resolve_layout(stages(), TWO_CPUS) == "fused"
+    assert resolve_layout(stages(), GPU_NODE) == "split"  # the cluster has GPUs
+    assert resolve_layout(stages("conf/tiny.yaml", "stages.clip.num_gpus=0.5"), TWO_CPUS) == "split"
+    assert resolve_layout(stages("conf/prod.yaml"), TWO_CPUS) == "split"
+    assert resolve_layout(stages(), TWO_CPUS, remote_llm=True) == "split"  # enrichment waits on a service
+    assert resolve_layout(stages("conf/tiny.yaml", "stages.layout=split"), TWO_CPUS) == "split"
+    assert resolve_layout(stages("conf/tiny.yaml", "stages.layout=fused"), GPU_NODE) == "fused"
+
+
+def test_auto_pools_on_two_cpus_leave_room_for_the_read_decode_and_write_tasks():
+    # 2 CPUs - (read 0.25 + write 0.25 + one decode 0.25) - the two other pools' minimum (2 x 0.25)
+    # = 0.75 CPU spare: three 0.25-CPU actors at most per stage
+    assert pool_sizes(stages(), "split", TWO_CPUS) == {
+        "grounding": (1, 3), "enrichment": (1, 3), "clip": (1, 3)
+    }
+    # fused at 0.5 CPU: (2 - 0.75) / 0.5 = 2 actors, one per core
+    assert pool_sizes(stages(), "fused", TWO_CPUS) == {"fused": (1, 2)}
+    assert pool_sizes(stages("conf/tiny.yaml", "stages.fused.num_cpus=0.25"), "fused", TWO_CPUS) == {
+        "fused": (1, 2)  # 5 would fit, but a fused CPU pool holds one actor per core
+    }
+
+
+def test_auto_gpu_pools_grow_to_the_gpus_they_fit_and_fixed_or_capped_pools_keep_their_size():
+    sizes = pool_sizes(stages("conf/prod.yaml"), "split", GPU_NODE)
+    assert sizes["grounding"] == (1, 8) and sizes["clip"] == (1, 8)  # one GPU each, 8 GPUs
+    assert sizes["enrichment"] == (1, 16)  # max_actors in prod.yaml
+    fixed = stages("conf/prod.yaml", "stages.grounding.num_actors=3", "stages.clip.min_actors=2")
+    sizes = pool_sizes(fixed, "split", GPU_NODE)
+    assert sizes["grounding"] == (3, 3) and sizes["clip"] == (2, 8)
+    # a tiny node: the bounds never go below the configured minimum
+    tight = stages("conf/tiny.yaml", "stages.clip.min_actors=4")
+    assert pool_sizes(tight, "split", TWO_CPUS)["clip"] == (4, 4)
+
+
+def test_stage_resources_reject_bad_pool_settings_by_name():
+    for override, message in (
+        ("stages.clip.num_actors=0", "stages.clip.num_actors must be > 0 or auto, got 0"),
+        ("stages.clip.num_actors=some", "stages.clip.num_actors must be > 0 or auto, got 'some'"),
+        ("stages.clip.num_actors=1.5", "stages.clip.num_actors must be int or str, got 1.5"),
+        ("stages.fused.max_actors=0", "stages.fused.max_actors must be >= min_actors (1), got 0"),
+        ("stages.grounding.num_threads=0", "stages.grounding.num_threads must be > 0, got 0"),
+        ("stages.layout=pipelined", "stages.layout must be one of auto, split, fused; got 'pipelined'"),
+    ):
+        with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            stages("conf/tiny.yaml", override)
+
+
+def test_threads_follow_the_cpus_an_actor_holds_unless_set():
+    s = stages("conf/prod.yaml")
+    assert (s.grounding.threads, s.enrichment.threads) == (4, 1)
+    assert stages("conf/tiny.yaml").fused.threads == 1
+    assert stages("conf/tiny.yaml", "stages.clip.num_cpus=0.25").clip.threads == 1
+
+
+def test_pool_stats_add_busy_time_per_stage_and_idle_time_per_pool():
+    hb = StageHeartbeat()
+    hb.register("actor-a", ("grounding", "enrichment", "clip"), 3.0, pid=1)
+    hb.register("actor-b", ("grounding", "enrichment", "clip"), 5.0, pid=2)
+    ready = hb.workers[1]["ready_at"]
+    hb.workers[2]["ready_at"] = ready + 10  # b joined 10 s later (the pool scaled up)
+    for pid, token, offset in ((1, "a1", 0), (2, "b1", 10)):
+        hb.begin(token + "g", "grounding", ready + offset, pid)
+        hb.end(token + "g", "grounding", ready + offset + 4)
+        hb.begin(token + "c", "clip", ready + offset + 4, pid)
+        hb.end(token + "c", "clip", ready + offset + 5)
+    hb.begin("d1", "decode", ready + 1, 7)
+    hb.end("d1", "decode", ready + 3)
+    stats = hb.pool_stats()
+    assert stats["grounding"] == {
+        "pool": "fused", "actors": 2, "actors_max": 1, "load_s": 5.0, "busy_s": 8.0,
+        "actor_seconds": 10.0, "idle_s": 0.0,
+    }  # each actor was up 5 s (load to last batch) and busy all of it; they never overlapped
+    assert stats["clip"]["busy_s"] == 2.0 and stats["clip"]["pool"] == "fused"
+    assert stats["decode"] == {
+        "pool": "decode", "actors": 1, "actors_max": 1, "load_s": 0.0, "busy_s": 2.0,
+        "actor_seconds": 2.0, "idle_s": 0.0,
+    }
+
+
+def test_pool_stats_count_the_wait_between_batches_as_idle():
+    hb = StageHeartbeat()
+    hb.register("actor", ("clip",), 1.0, pid=5)
+    ready = hb.workers[5]["ready_at"]
+    hb.begin("x", "clip", ready + 2, 5)
+    hb.end("x", "clip", ready + 3)
+    hb.begin("y", "clip", ready + 9, 5)
+    hb.end("y", "clip", ready + 10)
+    assert hb.pool_stats()["clip"] | {} == {
+        "pool": "clip", "actors": 1, "actors_max": 1, "load_s": 1.0, "busy_s": 2.0,
+        "actor_seconds": 10.0, "idle_s": 8.0,
+    }
