@@ -47,6 +47,7 @@ class Spec:
     timed_batches: Dict[str, int]
     max_new_tokens: int
     max_side: int
+    e2e_items: int = 0  # items of the end-to-end comparison (the job vs the naive job on this device)
 
 
 PROD = Spec(
@@ -76,6 +77,7 @@ PROD = Spec(
     timed_batches={"grounding": 6, "enrichment": 1, "clip": 6},
     max_new_tokens=128,
     max_side=800,
+    e2e_items=2000,
 )
 SMOKE = Spec(
     name="cpu-smoke",
@@ -129,6 +131,7 @@ SMOKE = Spec(
     timed_batches={"grounding": 1, "enrichment": 1, "clip": 1},
     max_new_tokens=8,
     max_side=320,
+    e2e_items=24,
 )
 
 
@@ -436,7 +439,72 @@ def run_check(spec: Spec, device: str, root: str) -> dict:
     finally:
         gpu.stop()
     figures["build_and_save_s"] = round(build_s, 1)
+    if spec.e2e_items:
+        figures["e2e"] = run_e2e(spec, config, root)
     return figures
+
+
+# Shares of the one GPU in the job's split layout: the three model pools fit on it together.
+E2E_GPU_SHARES = {"grounding": 0.4, "enrichment": 0.3, "clip": 0.3}
+
+
+def run_e2e(spec: Spec, config, root: str) -> dict:
+    """The whole job (Spark staging, the Ray pipeline with its pools on this device, Delta MERGE) vs the
+    naive job (the same stages in Spark mapInPandas, models per Python worker on the same device), on
+    the same catalog of sample images: wall seconds and items/s of each, and the job's pool figures."""
+    import dataclasses
+
+    import ray
+
+    from benchmarks.catalogs import cycled_catalog
+    from benchmarks.naive import run_naive
+    from vlclip_core.config import load_config
+    from vlclip_core.run.job import run_job
+    from vlclip_core.warehouse.spark_session import get_spark
+
+    catalog = cycled_catalog(os.path.join(root, "data"), spec.e2e_items, min(spec.e2e_items, 200), 0)
+    gpu = config.models.device == "cuda"
+    job = load_config(None, tuple(_e2e_overrides(config, catalog, os.path.join(root, "warehouse"), gpu)))
+    job = dataclasses.replace(job, models=config.models, images=config.images)  # as the stages ran
+    spark = get_spark(job.spark)
+    start = time.perf_counter()
+    report = run_job(job, spark)
+    vlclip_s = time.perf_counter() - start
+    ray.shutdown()
+    partitions = int(os.environ.get("VLCLIP_GPU_CHECK_NAIVE_PARTITIONS", "2"))
+    naive = run_naive(spark, catalog, job, os.path.join(root, "naive"), partitions, "gpu-check")
+    spark.stop()
+    return {
+        "items": spec.e2e_items,
+        "vlclip_s": round(vlclip_s, 1),
+        "vlclip_items_per_s": round(report.items_embedded / vlclip_s, 2),
+        "vlclip_embedded": report.items_embedded,
+        "vlclip_phase_seconds": report.phase_seconds,
+        "vlclip_pipeline_stats": report.pipeline_stats,
+        "naive_s": round(naive["total_s"], 1),
+        "naive_items_per_s": round(naive["ok"] / naive["total_s"], 2),
+        "naive_ok": naive["ok"],
+        "naive_partitions": partitions,
+        "wall_ratio_naive_over_vlclip": round(naive["total_s"] / vlclip_s, 2),
+    }
+
+
+def _e2e_overrides(config, catalog: str, warehouse: str, gpu: bool) -> List[str]:
+    overrides = [
+        f"catalog.path={catalog}",
+        f"warehouse.path={warehouse}",
+        "spark.master=local[4]",
+        "ray.address=local",
+        "job.mode=backfill",
+        "job.shard_size=500",
+        "stages.layout=split",
+    ]
+    overrides += [f"stages.{n}.batch_size={getattr(config.stages, n).batch_size}" for n in E2E_GPU_SHARES]
+    if gpu:
+        overrides += [f"stages.{name}.num_gpus={share}" for name, share in E2E_GPU_SHARES.items()]
+    else:  # the CPU smoke: fractional CPUs, as on the 2-core development machine
+        overrides += [f"stages.{name}.num_cpus=0.25" for name in ("decode", *E2E_GPU_SHARES)]
+    return overrides
 
 
 def _stages(
@@ -536,6 +604,14 @@ def markdown(result: dict, command: str) -> str:
         f"{w.get('gpu_mem_max_mib')} MiB |"
         for name, value, w in rows
     ]
+    e2e = f.get("e2e")
+    if e2e:
+        lines.append(
+            f"\nEnd to end, {e2e['items']} items on this device: the job {e2e['vlclip_s']} s "
+            f"({e2e['vlclip_items_per_s']} items/s) vs the naive mapInPandas job ({e2e['naive_partitions']} "
+            f"partitions) {e2e['naive_s']} s ({e2e['naive_items_per_s']} items/s): naive/job wall "
+            f"{e2e['wall_ratio_naive_over_vlclip']}x."
+        )
     if result["clip_forward_share_of_bf16_peak"] is not None:
         lines.append(
             f"\nCLIP forward: {result['clip_forward_tflops']} TFLOPS = "

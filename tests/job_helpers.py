@@ -14,7 +14,8 @@ def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
     """Overrides that point the tiny profile at the test's models, catalog and warehouse.
 
     The job tests run the split layout (a pool per model stage, as on GPU clusters), which the fault
-    tests were written against; the fused layout that `auto` picks on CPUs has its own tests.
+    tests were written against, with pools of 1-2 actors and 2 decode tasks: on 2 cores more actors
+    only add model loads. The fused layout and unbounded `auto` pools have their own tests.
     """
     from vlclip_core.models.tiny import tiny_overrides
 
@@ -25,6 +26,8 @@ def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
         "job.log_every_s=1",
         "ray.stall_timeout_s=300",
         "stages.layout=split",
+        "stages.decode.num_actors=2",
+        *(f"stages.{name}.max_actors=2" for name in ("grounding", "enrichment", "clip")),
     )
 
 

@@ -81,7 +81,8 @@ def test_first_run_embeds_every_valid_item_with_unit_norm(spark, first):
 def test_auto_layout_fuses_the_stages_on_cpus_and_embeds_what_the_split_layout_does(
     spark, first, make_config, tmp_path
 ):
-    config = make_config(first["catalog"], tmp_path / "wh", "stages.layout=auto")
+    auto = ("stages.layout=auto", "stages.decode.num_actors=auto")  # the tiny profile as it ships
+    config = make_config(first["catalog"], tmp_path / "wh", *auto)
     report = run_job(config, spark)
     assert (report.status, report.items_embedded) == ("succeeded", TEST_ITEMS)
     fused, split = report.pipeline_stats, first["report"].pipeline_stats
