@@ -224,7 +224,7 @@ def build_llm(root: str, spec: Spec, device: str) -> str:
     return path
 
 
-def stage_config(spec: Spec, device: str, detector: str, clip: dict, llm: str):
+def stage_config(spec: Spec, device: str, detector: str, clip: dict, llm: str, *extra: str):
     """The VlclipConfig that the stage classes load the built models from (bf16 on GPU)."""
     from vlclip_core.config import load_config
 
@@ -249,7 +249,7 @@ def stage_config(spec: Spec, device: str, detector: str, clip: dict, llm: str):
     overrides += [f"stages.{name}.batch_size={size}" for name, size in spec.batch.items()]
     if clip["config_dir"]:
         overrides.append(f"models.clip.config_dir={clip['config_dir']}")
-    return load_config(None, tuple(overrides))
+    return load_config(None, tuple(overrides) + extra)
 
 
 # --- GPU utilisation ---------------------------------------------------------------------------------
@@ -440,7 +440,7 @@ def run_check(spec: Spec, device: str, root: str) -> dict:
         gpu.stop()
     figures["build_and_save_s"] = round(build_s, 1)
     if spec.e2e_items:
-        figures["e2e"] = run_e2e(spec, config, root)
+        figures["e2e"] = run_e2e(spec, device, paths, root)
     return figures
 
 
@@ -448,24 +448,22 @@ def run_check(spec: Spec, device: str, root: str) -> dict:
 E2E_GPU_SHARES = {"grounding": 0.4, "enrichment": 0.3, "clip": 0.3}
 
 
-def run_e2e(spec: Spec, config, root: str) -> dict:
+def run_e2e(spec: Spec, device: str, paths: dict, root: str) -> dict:
     """The whole job (Spark staging, the Ray pipeline with its pools on this device, Delta MERGE) vs the
     naive job (the same stages in Spark mapInPandas, models per Python worker on the same device), on
     the same catalog of sample images: wall seconds and items/s of each, and the job's pool figures."""
-    import dataclasses
-
     import ray
 
     from benchmarks.catalogs import cycled_catalog
     from benchmarks.naive import run_naive
-    from vlclip_core.config import load_config
     from vlclip_core.run.job import run_job
     from vlclip_core.warehouse.spark_session import get_spark
 
     catalog = cycled_catalog(os.path.join(root, "data"), spec.e2e_items, min(spec.e2e_items, 200), 0)
-    gpu = config.models.device == "cuda"
-    job = load_config(None, tuple(_e2e_overrides(config, catalog, os.path.join(root, "warehouse"), gpu)))
-    job = dataclasses.replace(job, models=config.models, images=config.images)  # as the stages ran
+    job = stage_config(
+        spec, device, paths["detector"], paths["clip"], paths["llm"],
+        *_e2e_overrides(catalog, os.path.join(root, "warehouse"), device == "cuda"),
+    )
     spark = get_spark(job.spark)
     start = time.perf_counter()
     report = run_job(job, spark)
@@ -489,7 +487,7 @@ def run_e2e(spec: Spec, config, root: str) -> dict:
     }
 
 
-def _e2e_overrides(config, catalog: str, warehouse: str, gpu: bool) -> List[str]:
+def _e2e_overrides(catalog: str, warehouse: str, gpu: bool) -> List[str]:
     overrides = [
         f"catalog.path={catalog}",
         f"warehouse.path={warehouse}",
@@ -499,7 +497,6 @@ def _e2e_overrides(config, catalog: str, warehouse: str, gpu: bool) -> List[str]
         "job.shard_size=500",
         "stages.layout=split",
     ]
-    overrides += [f"stages.{n}.batch_size={getattr(config.stages, n).batch_size}" for n in E2E_GPU_SHARES]
     if gpu:
         overrides += [f"stages.{name}.num_gpus={share}" for name, share in E2E_GPU_SHARES.items()]
     else:  # the CPU smoke: fractional CPUs, as on the 2-core development machine
