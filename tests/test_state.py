@@ -86,3 +86,18 @@ def test_find_unfinished_takes_the_newest_resumable_run_of_the_same_recipe(tmp_p
     found = find_unfinished(staging, "incremental", "mv1")
     assert found.run_id == "20260102T000000Z-incremental-bbbbbb" and found.status == STAGED
     assert find_unfinished(staging, "backfill", "mv2") is None
+
+
+def test_done_markers_are_read_from_storage_once_per_process(tmp_path, monkeypatch):
+    state = create_run(str(tmp_path), "run-1", "backfill", "mv1", "cfg")
+    state.save(shards={"0": 2, "1": 3, "2": 1})
+    state.mark_shard_done(0, {"shard": 0, "rows": 2})
+    storage.write_json(state.path("done", "shard-1.json"), {"shard": 1, "rows": 3})  # an earlier attempt's
+    reads = []
+    real = storage.read_json
+    monkeypatch.setattr(storage, "read_json", lambda path: reads.append(path) or real(path))
+    assert [s["rows"] for s in state.done_summaries()] == [2, 3]
+    assert [s["rows"] for s in state.done_summaries()] == [2, 3]
+    assert reads == [state.path("done", "shard-1.json")]  # the marker this process wrote is never read
+    reopened = open_run(str(tmp_path), "run-1")
+    assert [s["rows"] for s in reopened.done_summaries()] == [2, 3]  # another process reads them all

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List
 
 from vlclip_core import schema as S
@@ -24,6 +23,7 @@ from vlclip_core.warehouse.tables import (
     insert_new,
     merge_embeddings,
     removed_items,
+    run_concurrently,
 )
 from vlclip_core.warehouse.spark_session import idempotent_session
 
@@ -224,25 +224,6 @@ def _error_rows(spark, state: RunState, results, model_version: str, with_catalo
     if results is not None:
         parts.append(shape(results.where(F.col(S.STATUS) == S.STATUS_ERROR), F.col(S.ERROR_STAGE)))
     return functools.reduce(lambda a, b: a.unionByName(b), parts) if parts else None
-
-
-def run_concurrently(writes: List[Callable[[], None]]) -> None:
-    """Run independent table writes at once, then raise the first error, if any, once all have ended.
-
-    Each write is its own Delta commit on its own table (rerun-safe on its own), and most of a small
-    MERGE is driver-side latency (planning, reading the log, committing) that overlaps well.
-    """
-    if len(writes) <= 1:
-        for write in writes:
-            write()
-        return
-    with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="vlclip-commit") as pool:
-        futures = [pool.submit(write) for write in writes]
-    failures = [f.exception() for f in futures if f.exception() is not None]
-    for extra in failures[1:]:
-        log.error("another commit write failed too: %s", extra)
-    if failures:
-        raise failures[0]
 
 
 def _cache_writes(tables: Tables, results, config: VlclipConfig) -> List[Callable[[], None]]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Dict, Optional
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Dict, List, Optional
 
 from vlclip_core import schema as S
 from vlclip_core import storage
@@ -87,9 +88,13 @@ class Tables:
         return name if name else f"delta.`{self.location(table)}`"
 
     def ensure_all(self) -> None:
-        for table in S.TABLES:
-            self.ensure(table)
-            self.add_missing_columns(table)
+        """Create or align every table, all at once: each is its own Delta log (creating the seven of a
+        new warehouse one after another was a fixed cost of every first run)."""
+        run_concurrently([functools.partial(self._ensure_current, table) for table in S.TABLES])
+
+    def _ensure_current(self, table: str) -> None:
+        self.ensure(table)
+        self.add_missing_columns(table)
 
     def add_missing_columns(self, table: str) -> None:
         """Bring a table made by an older vlclip up to the declared schema (new columns only)."""
@@ -309,3 +314,22 @@ def delete_removed_items(tables: Tables, catalog_ids, model_version: str) -> int
         .execute()
     )
     return int(metrics.first()["num_deleted_rows"])
+
+
+def run_concurrently(writes: List[Callable[[], None]]) -> None:
+    """Run independent table operations at once, then raise the first error, if any, once all have ended.
+
+    Each write is its own Delta commit on its own table (rerun-safe on its own), and most of a small
+    MERGE is driver-side latency (planning, reading the log, committing) that overlaps well.
+    """
+    if len(writes) <= 1:
+        for write in writes:
+            write()
+        return
+    with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="vlclip-tables") as pool:
+        futures = [pool.submit(write) for write in writes]
+    failures = [f.exception() for f in futures if f.exception() is not None]
+    for extra in failures[1:]:
+        log.error("another commit write failed too: %s", extra)
+    if failures:
+        raise failures[0]
