@@ -54,6 +54,8 @@ class BenchOptions:
     io_items: int = 200  # items of the prod-like I/O comparison
     io_image_delay_s: float = 0.05  # latency the loopback image server adds to each request
     io_llm_delay_s: float = 0.3  # latency of each reply of the loopback OpenAI-compatible server
+    io_warmup_items: int = 16  # items of the untimed warm-up run of each side (0: none)
+    fresh_ray: bool = True  # each vlclip run starts and stops its own Ray (False: reuse a running one)
 
 
 @dataclass
@@ -99,12 +101,14 @@ class BenchContext:
         """run_job end to end (Ray started inside, Spark session shared), with marks and peak RSS."""
         from vlclip_core.run.job import run_job
 
-        shutdown_ray()
+        if self.options.fresh_ray:
+            shutdown_ray()
         with RssSampler() as rss, pipeline_marks() as marks:
             start = time.perf_counter()
             report = run_job(config, self.spark)
             total = time.perf_counter() - start
-        shutdown_ray()
+        if self.options.fresh_ray:
+            shutdown_ray()
         marks = [(t - start, rows) for t, rows in marks]
         return {
             "total_s": total,

@@ -23,7 +23,6 @@ from vlclip_core.tools.sample_catalog import read_catalog, write_catalog
 
 log = logging.getLogger(__name__)
 
-WARMUP_ITEMS = 16
 LLM_MODEL = "bench-llm"
 
 
@@ -39,13 +38,15 @@ def io_bound(ctx: BenchContext) -> dict:
         responder=answer_each_step, delay_s=opts.io_llm_delay_s
     ) as llm:
         catalog = http_catalog(table, images, ctx.work_dir("io-catalog"))
-        warmup = http_catalog(table.slice(0, WARMUP_ITEMS), images, ctx.work_dir("io-catalog-warmup"))
         overrides = io_overrides(images, llm)
         vlclip_run = vlclip_runner(ctx, overrides)
         naive_run = naive_runner(ctx, overrides)
-        # Untimed warm-ups of both sides: imports, Spark's Python workers, the first connections.
-        vlclip_run(warmup, "io-vl-warmup")
-        naive_run(warmup, "io-naive-warmup")
+        if opts.io_warmup_items:
+            # Untimed warm-ups of both sides: imports, Spark's Python workers, the first connections.
+            warmup = table.slice(0, opts.io_warmup_items)
+            warmup = http_catalog(warmup, images, ctx.work_dir("io-catalog-warmup"))
+            vlclip_run(warmup, "io-vl-warmup")
+            naive_run(warmup, "io-naive-warmup")
         vlclip, naive = [], []
         for r in range(opts.repeats):
             vlclip.append(counted(images, llm, lambda: vlclip_run(catalog, f"io-vl-{r}")))

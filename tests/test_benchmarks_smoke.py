@@ -1,9 +1,10 @@
-"""Smoke test of the benchmark harness without Spark or Ray: the bare loop and the report on 8 items."""
+"""Smoke tests of the benchmark harness: the bare loop and report, a profiled run, io_bound on loopback."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmarks.catalogs import cycled_catalog
@@ -73,3 +74,39 @@ def test_marginal_rate_cancels_fixed_costs():
     # 100 items in 30 s and 400 items in 60 s: 20 s of fixed cost, 10 items/s for the items added
     assert marginal_rate(300, {"total_s": 60.0}, {"total_s": 30.0}) == 10.0
     assert marginal_rate(300, {"total_s": 29.0}, {"total_s": 30.0}) is None  # noise larger than the work
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_io_bound_sides_fetch_each_image_over_http_and_ask_the_llm_server_alike(spark, tmp_path, tiny_models):
+    from benchmarks.io_bound import io_bound
+
+    items = 6
+    options = BenchOptions(
+        out=str(tmp_path / "out"),
+        model_size="tiny",
+        repeats=1,
+        image_pool=4,  # items 4 and 5 reuse the first two images: still one request per item
+        io_items=items,
+        io_image_delay_s=0.01,
+        io_llm_delay_s=0.01,
+        io_warmup_items=0,
+        naive_partitions=2,
+        fresh_ray=False,  # the session's Ray
+    )
+    ctx = BenchContext(options=options, spark=spark)
+    ctx._models["tiny"] = tiny_models
+    outcome = io_bound(ctx)
+    figures = outcome["figures"]
+    vlclip, naive = figures["vlclip"]["runs"][0], figures["naive"]["runs"][0]
+    assert (vlclip["status"], vlclip["items_embedded"], naive["ok"]) == ("succeeded", items, items)
+    assert vlclip["image_requests"] == vlclip["images_served"] == naive["image_requests"] == items
+    # each side's own count of LLM calls is what the server answered, and both asked the same
+    assert vlclip["llm_requests"] == vlclip["llm_calls"] == naive["llm_requests"] == naive["llm_calls"]
+    assert vlclip["llm_calls"] >= 2 * items  # a summary and a verdict per item
+    rows = {row["figure"]: row for row in outcome["headline"]}
+    assert rows["image requests per run: naive"]["met"] and rows["LLM requests per run: naive"]["met"]
+    assert rows["wall ratio naive/vlclip"]["median"] > 0
+    for side in ("vlclip_stages", "naive_stages"):
+        assert set(figures[side]) == {"decode", "grounding", "enrichment", "clip"}
+        assert figures[side]["enrichment"]["busy_s"]["median"] > 0
+    assert rows["vlclip busy s: decode"]["median"] == figures["vlclip_stages"]["decode"]["busy_s"]["median"]
