@@ -1,4 +1,4 @@
-"""`make bench`: the comparisons of issue 5 side by side in one process; a table and results.json."""
+"""`make bench`: the comparisons of issues 5 and 21 side by side in one process; a table and results.json."""
 
 from __future__ import annotations
 
