@@ -110,3 +110,24 @@ def test_io_bound_sides_fetch_each_image_over_http_and_ask_the_llm_server_alike(
         assert set(figures[side]) == {"decode", "grounding", "enrichment", "clip"}
         assert figures[side]["enrichment"]["busy_s"]["median"] > 0
     assert rows["vlclip busy s: decode"]["median"] == figures["vlclip_stages"]["decode"]["busy_s"]["median"]
+
+
+def test_where_time_goes_reads_pipeline_stats_when_the_report_has_them():
+    from benchmarks.stage_time import run_stages, stage_figures, stage_rows
+    from vlclip_core.run.report import RunReport
+
+    report = RunReport(run_id="r", mode="incremental", model_version="m", config_hash="h")
+    report.stage_seconds = {"decode": 2.0, "clip": 5.0}
+    assert run_stages(report) == {"decode": {"busy_s": 2.0}, "clip": {"busy_s": 5.0}}
+    report.pipeline_stats = {"clip": {"actors_max": 2, "actor_seconds": 9.0, "busy_s": 6.0, "idle_s": 3.0}}
+    stages = run_stages(report)
+    assert stages["clip"] == {"busy_s": 6.0, "idle_s": 3.0, "actors_max": 2, "actor_seconds": 9.0}
+    assert stages["decode"] == {"busy_s": 2.0}  # no pool figures: decode runs as tasks here
+    other = {"stages": {"clip": {"busy_s": 8.0, "idle_s": 1.0}, "decode": {"busy_s": 4.0}}}
+    figures = stage_figures([{"stages": stages}, other])
+    assert figures["clip"]["busy_s"]["median"] == 7.0 and figures["clip"]["idle_s"]["max"] == 3.0
+    assert [r["figure"] for r in stage_rows("vlclip", figures)] == [
+        "vlclip busy s: decode",
+        "vlclip busy s: clip",
+        "vlclip pool idle s: clip",
+    ]
