@@ -13,6 +13,8 @@ from benchmarks.bare import run_bare_loop, steady_rate
 from benchmarks.catalogs import cycled_catalog
 from benchmarks.measure import RssSampler, pipeline_marks, spread
 from benchmarks.models import build_models
+from benchmarks.naive import run_naive
+from benchmarks.stage_time import busy_only, run_stages
 from vlclip_core.config import VlclipConfig, load_config
 from vlclip_core.models.tiny import tiny_overrides
 
@@ -49,6 +51,11 @@ class BenchOptions:
     ann_dims: tuple = (64, 512)
     ann_queries: int = 1000
     ann_ef_search: tuple = (32, 64, 128, 256)
+    io_items: int = 200  # items of the prod-like I/O comparison
+    io_image_delay_s: float = 0.05  # latency the loopback image server adds to each request
+    io_llm_delay_s: float = 0.3  # latency of each reply of the loopback OpenAI-compatible server
+    io_warmup_items: int = 16  # items of the untimed warm-up run of each side (0: none)
+    fresh_ray: bool = True  # each vlclip run starts and stops its own Ray (False: reuse a running one)
 
 
 @dataclass
@@ -94,12 +101,14 @@ class BenchContext:
         """run_job end to end (Ray started inside, Spark session shared), with marks and peak RSS."""
         from vlclip_core.run.job import run_job
 
-        shutdown_ray()
+        if self.options.fresh_ray:
+            shutdown_ray()
         with RssSampler() as rss, pipeline_marks() as marks:
             start = time.perf_counter()
             report = run_job(config, self.spark)
             total = time.perf_counter() - start
-        shutdown_ray()
+        if self.options.fresh_ray:
+            shutdown_ray()
         marks = [(t - start, rows) for t, rows in marks]
         return {
             "total_s": total,
@@ -111,8 +120,28 @@ class BenchContext:
             "detector_calls": report.detector_calls,
             "llm_calls": report.llm_calls,
             "phase_seconds": dict(report.phase_seconds),
+            "stages": run_stages(report),
             "rss_mib": rss.peaks.as_dict(),
             "status": report.status,
+        }
+
+    def timed_naive(self, catalog: str, size: str, run_key: str, *overrides: str) -> dict:
+        """The naive mapInPandas job over the catalog (models loaded anew per run key), with peak RSS."""
+        config = self.job_config(catalog, self.work_dir("naive-unused"), size, *overrides)
+        partitions = self.options.naive_partitions or os.cpu_count() or 1
+        with RssSampler() as rss:
+            out = self.work_dir(f"{run_key}-out")
+            result = run_naive(self.spark, catalog, config, out, partitions, run_key)
+        return {
+            "total_s": result["total_s"],
+            "steady_items_per_s": steady_rate(result["marks"]),
+            "first_batch_s": result["marks"][0][0] if result["marks"] else None,
+            "rows": result["rows"],
+            "ok": result["ok"],
+            "partitions": partitions,
+            "llm_calls": result["llm_calls"],
+            "stages": busy_only(result["stage_seconds"]),
+            "rss_mib": rss.peaks.as_dict(),
         }
 
     def timed_bare(self, catalog: str, size: str, *overrides: str) -> dict:

@@ -9,12 +9,16 @@ from typing import Dict, Iterator
 import numpy as np
 import pandas as pd
 
-from benchmarks.bare import CACHE_COLUMNS, build_stages, chain
+from benchmarks.bare import CACHE_COLUMNS, STAGE_ORDER, build_stages, chain
 from vlclip_core import schema as S
 from vlclip_core.batch import Batch, object_values
 from vlclip_core.config import VlclipConfig
 
-OUTPUT_SCHEMA = "item_id string, status string, embedding array<float>, done_at double"
+STAGE_COLUMNS = tuple(S.STAGE_SECONDS_PREFIX + name for name in STAGE_ORDER)
+OUTPUT_SCHEMA = ", ".join(
+    ["item_id string, status string, embedding array<float>, done_at double, llm_calls long"]
+    + [f"{c} double" for c in STAGE_COLUMNS]
+)
 INPUT_COLUMNS = (S.ITEM_ID, S.TITLE, S.DESCRIPTION, S.PRODUCT_TYPE, S.ATTRIBUTES_JSON, S.IMAGE_URI)
 
 # One entry per Spark Python worker process: the stages (and models) of the current run.
@@ -56,6 +60,8 @@ def result_frame(batch: Batch) -> pd.DataFrame:
             S.STATUS: batch[S.STATUS],
             S.EMBEDDING: embeddings,
             "done_at": time.time(),
+            S.LLM_CALLS: np.asarray(batch[S.LLM_CALLS], dtype=np.int64),
+            **{c: np.asarray(batch[c], dtype=np.float64) for c in STAGE_COLUMNS},
         }
     )
 
@@ -72,7 +78,8 @@ def embed_frames(
 def run_naive(
     spark, catalog_dir: str, config: VlclipConfig, out_path: str, partitions: int, run_key: str
 ) -> dict:
-    """Read the catalog, embed it in mapInPandas, write Delta; returns wall seconds and per-batch marks."""
+    """Read the catalog, embed it in mapInPandas, write Delta; returns wall seconds, per-batch marks, the
+    LLM requests made and each stage's busy seconds (summed over the workers, as vlclip's stage_seconds)."""
     from pyspark.sql import functions as F
 
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(config.stages.decode.batch_size))
@@ -96,4 +103,15 @@ def run_naive(
     written = spark.read.format("delta").load(out_path)
     marks = sorted((r["done_at"] - start, r["count"]) for r in written.groupBy("done_at").count().collect())
     ok = written.where(F.col(S.STATUS) == S.STATUS_OK).count()
-    return {"total_s": total, "marks": marks, "ok": ok, "rows": sum(c for _, c in marks)}
+    sums = written.agg(F.sum(S.LLM_CALLS).alias(S.LLM_CALLS), *(F.sum(c).alias(c) for c in STAGE_COLUMNS))
+    sums = sums.collect()[0]
+    return {
+        "total_s": total,
+        "marks": marks,
+        "ok": ok,
+        "rows": sum(c for _, c in marks),
+        "llm_calls": int(sums[S.LLM_CALLS] or 0),
+        "stage_seconds": {
+            name: round(float(sums[c] or 0.0), 3) for name, c in zip(STAGE_ORDER, STAGE_COLUMNS)
+        },
+    }

@@ -1,4 +1,4 @@
-"""`make bench`: the comparisons of issue 5 side by side in one process; a table and results.json."""
+"""`make bench`: the comparisons of issues 5 and 21 side by side in one process; a table and results.json."""
 
 from __future__ import annotations
 
@@ -15,17 +15,19 @@ from benchmarks.ann_bench import ann_recall
 from benchmarks.context import BenchContext, BenchOptions, shutdown_ray
 from benchmarks.delta_bench import merge_cost, nightly_noop
 from benchmarks.e2e import cache_win, framework_overhead, naive_baseline, peak_memory, scaling
+from benchmarks.io_bound import io_bound
 from benchmarks.measure import machine_info
 from benchmarks.report import table_lines, write_json
 from benchmarks.train_bench import train_throughput
 
 log = logging.getLogger("benchmarks.run")
 
-# Run order matters: naive_baseline and cache_win reuse framework_overhead's runs,
-# peak_memory reads the others.
+# Run order matters: naive_baseline and cache_win reuse framework_overhead's runs when it ran (each
+# runs its own otherwise), peak_memory reads the others.
 COMPARISONS: Dict[str, Callable[[BenchContext], dict]] = {
     "framework_overhead": framework_overhead,
     "naive_baseline": naive_baseline,
+    "io_bound": io_bound,
     "nightly_noop": nightly_noop,
     "merge_cost": merge_cost,
     "scaling": scaling,
@@ -45,6 +47,7 @@ QUICK = dict(
     merge_rows_per_file=5_000,
     shard_size=200,
     ann_items=10_000,
+    io_items=40,
 )
 
 
@@ -72,6 +75,21 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
         type=int,
         default=None,
         help="items of the overhead / naive / cache-win runs (default 500)",
+    )
+    p.add_argument(
+        "--io-items", type=int, default=None, help="items of the prod-like I/O comparison (default 200)"
+    )
+    p.add_argument(
+        "--io-image-delay-ms",
+        type=float,
+        default=50.0,
+        help="latency the loopback image server adds to each request (io_bound)",
+    )
+    p.add_argument(
+        "--io-llm-delay-ms",
+        type=float,
+        default=300.0,
+        help="latency of each reply of the loopback LLM server (io_bound)",
     )
     p.add_argument(
         "--model-size",
@@ -108,6 +126,8 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         bare_threads=args.bare_threads,
         seed=args.seed,
         job_overrides=tuple(args.job_overrides),
+        io_image_delay_s=args.io_image_delay_ms / 1000,
+        io_llm_delay_s=args.io_llm_delay_ms / 1000,
     )
     if args.quick:
         opts = dataclasses.replace(opts, repeats=2, noop_repeats=3, **QUICK)
@@ -117,6 +137,7 @@ def options_from(args: argparse.Namespace) -> BenchOptions:
         "scale_small": args.scale_small,
         "scale_large": args.scale_large,
         "overhead_items": args.overhead_items,
+        "io_items": args.io_items,
     }
     return dataclasses.replace(opts, **{k: v for k, v in explicit.items() if v is not None})
 

@@ -1,9 +1,10 @@
-"""Smoke test of the benchmark harness without Spark or Ray: the bare loop and the report on 8 items."""
+"""Smoke tests of the benchmark harness: the bare loop and report, a profiled run, io_bound on loopback."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from benchmarks.catalogs import cycled_catalog
@@ -73,3 +74,60 @@ def test_marginal_rate_cancels_fixed_costs():
     # 100 items in 30 s and 400 items in 60 s: 20 s of fixed cost, 10 items/s for the items added
     assert marginal_rate(300, {"total_s": 60.0}, {"total_s": 30.0}) == 10.0
     assert marginal_rate(300, {"total_s": 29.0}, {"total_s": 30.0}) is None  # noise larger than the work
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_io_bound_sides_fetch_each_image_over_http_and_ask_the_llm_server_alike(spark, tmp_path, tiny_models):
+    from benchmarks.io_bound import io_bound
+
+    items = 6
+    options = BenchOptions(
+        out=str(tmp_path / "out"),
+        model_size="tiny",
+        repeats=1,
+        image_pool=4,  # items 4 and 5 reuse the first two images: still one request per item
+        io_items=items,
+        io_image_delay_s=0.01,
+        io_llm_delay_s=0.01,
+        io_warmup_items=0,
+        naive_partitions=2,
+        fresh_ray=False,  # the session's Ray
+    )
+    ctx = BenchContext(options=options, spark=spark)
+    ctx._models["tiny"] = tiny_models
+    outcome = io_bound(ctx)
+    figures = outcome["figures"]
+    vlclip, naive = figures["vlclip"]["runs"][0], figures["naive"]["runs"][0]
+    assert (vlclip["status"], vlclip["items_embedded"], naive["ok"]) == ("succeeded", items, items)
+    assert vlclip["image_requests"] == vlclip["images_served"] == naive["image_requests"] == items
+    # each side's own count of LLM calls is what the server answered, and both asked the same
+    assert vlclip["llm_requests"] == vlclip["llm_calls"] == naive["llm_requests"] == naive["llm_calls"]
+    assert vlclip["llm_calls"] >= 2 * items  # a summary and a verdict per item
+    rows = {row["figure"]: row for row in outcome["headline"]}
+    assert rows["image requests per run: naive"]["met"] and rows["LLM requests per run: naive"]["met"]
+    assert rows["wall ratio naive/vlclip"]["median"] > 0
+    for side in ("vlclip_stages", "naive_stages"):
+        assert set(figures[side]) == {"decode", "grounding", "enrichment", "clip"}
+        assert figures[side]["enrichment"]["busy_s"]["median"] > 0
+    assert rows["vlclip busy s: decode"]["median"] == figures["vlclip_stages"]["decode"]["busy_s"]["median"]
+
+
+def test_where_time_goes_reads_pipeline_stats_when_the_report_has_them():
+    from benchmarks.stage_time import run_stages, stage_figures, stage_rows
+    from vlclip_core.run.report import RunReport
+
+    report = RunReport(run_id="r", mode="incremental", model_version="m", config_hash="h")
+    report.stage_seconds = {"decode": 2.0, "clip": 5.0}
+    assert run_stages(report) == {"decode": {"busy_s": 2.0}, "clip": {"busy_s": 5.0}}
+    report.pipeline_stats = {"clip": {"actors_max": 2, "actor_seconds": 9.0, "busy_s": 6.0, "idle_s": 3.0}}
+    stages = run_stages(report)
+    assert stages["clip"] == {"busy_s": 6.0, "idle_s": 3.0, "actors_max": 2, "actor_seconds": 9.0}
+    assert stages["decode"] == {"busy_s": 2.0}  # no pool figures: decode runs as tasks here
+    other = {"stages": {"clip": {"busy_s": 8.0, "idle_s": 1.0}, "decode": {"busy_s": 4.0}}}
+    figures = stage_figures([{"stages": stages}, other])
+    assert figures["clip"]["busy_s"]["median"] == 7.0 and figures["clip"]["idle_s"]["max"] == 3.0
+    assert [r["figure"] for r in stage_rows("vlclip", figures)] == [
+        "vlclip busy s: decode",
+        "vlclip busy s: clip",
+        "vlclip pool idle s: clip",
+    ]
