@@ -42,6 +42,7 @@ def wait_for(predicate, proc, timeout_s=420):
 
 
 @pytest.mark.usefixtures("ray_local")
+@pytest.mark.timeout(900)  # one job process that runs to its first shard, then a rerun of the killed run
 def test_a_running_job_locks_out_another_and_resumes_without_duplicates_after_a_sigkill(
     spark, make_config, tiny_models, sample_root, tmp_path
 ):
