@@ -110,10 +110,9 @@ def test_a_repeated_write_of_one_group_is_skipped_by_its_transaction_id(spark, t
     assert ids == [0, 1, 2, 3, 6, 7, 8, 9]
 
 
-@pytest.mark.usefixtures("ray_local")
-def test_a_run_commits_in_groups_as_it_goes_and_shows_its_progress(spark, catalog, tmp_path):
-    config = null_config(catalog, tmp_path / "wh")
-    report = run_job(config, spark)
+def assert_committed_in_groups_as_it_went(spark, config, report) -> None:
+    """The run cut its shards into groups of EVERY (the last one final), committed and published each,
+    and its runs row showed the committed items while it went on."""
     assert (report.items_embedded, report.items_failed) == (ITEMS - len(BROKEN), len(BROKEN))
     state = open_run(config.warehouse.staging(), report.run_id)
     groups = state.manifest["groups"]
@@ -122,7 +121,6 @@ def test_a_run_commits_in_groups_as_it_goes_and_shows_its_progress(spark, catalo
     assert all(len(g["shards"]) == EVERY for g in groups[:-1])
     assert sorted(s for g in groups for s in g["shards"]) == sorted(state.shards())
     assert all(g["status"] == "committed" and g["published"] for g in groups)
-    assert_each_item_once(spark, config, report.run_id)
     # the runs row showed the committed items while the run went on (time travel to each version)
     tables = Tables(spark, config.warehouse)
     seen = []
@@ -136,7 +134,8 @@ def test_a_run_commits_in_groups_as_it_goes_and_shows_its_progress(spark, catalo
 
 # where the job SIGKILLs itself, and how many groups' embeddings MERGEs have committed by then
 KILL_POINTS = {
-    "staging": ("--kill-after", "vlclip_core.run.job:write_work_set", 0),  # manifest not yet staged
+    # the manifest not yet staged: the resumed run does every phase itself, like a fresh run
+    "staging": ("--kill-after", "vlclip_core.run.job:write_work_set", 0),
     # group 1's embeddings MERGE committed; its caches, failed images and error rows may not have
     "inside a group": ("--kill-after", "vlclip_core.run.commit:merge_embeddings:2", 2),
     "before the runs row": ("--kill-before", "vlclip_core.run.job:record_committed", None),  # all
@@ -146,6 +145,7 @@ KILL_POINTS = {
 @pytest.mark.usefixtures("ray_local")
 @pytest.mark.parametrize("where", list(KILL_POINTS))
 def test_a_run_sigkilled_at_a_boundary_resumes_with_every_item_once(spark, catalog, tmp_path, where):
+    """Killed while staging, the resumed run also shows that a run commits in groups as it goes."""
     flag, point, merged = KILL_POINTS[where]
     warehouse, marker = tmp_path / "wh", tmp_path / "killed-at"
     sets = [a for o in (f"catalog.path={catalog}", f"warehouse.path={warehouse}") + SETTINGS
@@ -176,6 +176,8 @@ def test_a_run_sigkilled_at_a_boundary_resumes_with_every_item_once(spark, catal
         report = run_job(config, spark)
         assert report.resumed and report.run_id == run_id
         assert (report.items_embedded, report.items_failed) == (ITEMS - len(BROKEN), len(BROKEN))
+        if where == "staging":
+            assert_committed_in_groups_as_it_went(spark, config, report)
     assert_each_item_once(spark, config, run_id)
 
 

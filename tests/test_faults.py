@@ -5,15 +5,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 
 import pyarrow as pa
 import pytest
 from http_fault_server import FaultServer, closed_port
-from job_helpers import REPO, TEST_LLM_KEY, TEST_LLM_KEY_ENV, job_overrides, race_for_the_lock
+from job_helpers import TEST_LLM_KEY, TEST_LLM_KEY_ENV, race_for_the_lock
 from llm_server_helpers import FakeLLMServer
 
 from vlclip_core.pipeline.watchdog import PipelineStalledError
@@ -255,57 +252,6 @@ def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
     with RunLock(str(staging), "next") as lock:
         assert lock.held and json.loads((staging / "_LOCK").read_text())["pid"] == os.getpid()
     assert not (staging / "_LOCK").exists()
-
-
-def test_driver_killed_mid_backfill_resumes_without_duplicates(
-    spark, make_config, tiny_models, sample_root, tmp_path
-):
-    catalog, warehouse = str(sample_root / "catalog"), tmp_path / "wh"
-    sets = job_overrides(tiny_models, catalog, str(warehouse)) + (
-        "job.shard_size=4",
-        "stages.grounding.batch_size=2",
-    )
-    args = [a for o in sets for a in ("--set", o)]
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jobs.embed_catalog",
-            "--config",
-            "conf/tiny.yaml",
-            "--mode",
-            "backfill",
-            *args,
-        ],
-        cwd=REPO,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    staging = warehouse / "_staging"
-    try:
-        deadline = time.monotonic() + 420
-        while (
-            not list(staging.glob("*/done/shard-*.json"))
-            and time.monotonic() < deadline
-            and proc.poll() is None
-        ):
-            time.sleep(0.2)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    done_before = sorted(p.name for p in staging.glob("*/done/shard-*.json"))
-    assert done_before, "the job never finished a shard before the deadline"
-    (run_dir,) = [p for p in staging.iterdir() if not p.name.startswith("_")]
-    marker = run_dir / "done" / done_before[0]
-    finished = (marker.read_text(), marker.stat().st_mtime_ns)
-    config = make_config(catalog, warehouse, "job.mode=backfill", "job.shard_size=4")
-    report = run_job(config, spark)
-    assert report.resumed and report.run_id == run_dir.name
-    assert (marker.read_text(), marker.stat().st_mtime_ns) == finished  # a finished shard is not rerun
-    ids = [r.item_id for r in Tables(spark, config.warehouse).read("embeddings").collect()]
-    assert len(ids) == len(set(ids)) == read_catalog(catalog).num_rows
-    assert_invariant(spark, config, report.run_id)
 
 
 def test_the_delta_run_lock_admits_one_of_two_runs_at_once(spark, tmp_path):

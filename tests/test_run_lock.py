@@ -1,5 +1,6 @@
 """The warehouse run lock: one per warehouse whatever the staging directory, held by a real job process,
-released by the kernel when that process is killed, refused on S3 without an exclusive LogStore."""
+released by the kernel when that process is killed (whose run then resumes), refused on S3 without an
+exclusive LogStore."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ import pytest
 from job_helpers import REPO, job_overrides
 
 from vlclip_core.config import load_config
+from vlclip_core.run.audit import check_run
+from vlclip_core.run.state import open_run
 from vlclip_core.warehouse.locks import RunLock, RunLockedError
 
 
@@ -39,28 +42,51 @@ def wait_for(predicate, proc, timeout_s=420):
 
 
 @pytest.mark.usefixtures("ray_local")
-def test_a_job_with_its_own_staging_dir_cannot_run_beside_another_on_one_warehouse(
+@pytest.mark.timeout(900)  # one job process that runs to its first shard, then a rerun of the killed run
+def test_a_running_job_locks_out_another_and_resumes_without_duplicates_after_a_sigkill(
     spark, make_config, tiny_models, sample_root, tmp_path
 ):
-    """Job process A (staging dir s1) is running; run B on the same warehouse with staging dir s2 is
-    refused before it changes any table; once A is SIGKILLed, the lock is free at once."""
+    """Job process A (`python -m jobs.embed_catalog`, a backfill, staging dir s1) is running; run B on the
+    same warehouse with staging dir s2 is refused before it changes any table. A is SIGKILLed once it
+    has finished a shard: the lock is free at once, and the rerun resumes A's run without rerunning
+    the finished shard or duplicating an item."""
     from vlclip_core.run.job import run_job
+    from vlclip_core.tools.sample_catalog import read_catalog
+    from vlclip_core.warehouse.locks import lock_root
+    from vlclip_core.warehouse.tables import Tables
 
-    warehouse, s1 = tmp_path / "wh", tmp_path / "s1"
-    proc = start_job(tiny_models, sample_root / "catalog", warehouse, f"warehouse.staging_dir={s1}")
+    catalog, warehouse, s1 = sample_root / "catalog", tmp_path / "wh", tmp_path / "s1"
+    sharding = ("job.mode=backfill", "job.shard_size=4")
+    extra = (f"warehouse.staging_dir={s1}", *sharding, "stages.grounding.batch_size=2")
+    proc = start_job(tiny_models, catalog, warehouse, *extra)
     try:
         assert wait_for(lambda: list(s1.glob("*/manifest.json")), proc), "job A never created its run"
-        second = make_config(sample_root / "catalog", warehouse, f"warehouse.staging_dir={tmp_path / 's2'}")
+        second = make_config(catalog, warehouse, f"warehouse.staging_dir={tmp_path / 's2'}")
         with pytest.raises(RunLockedError, match="another vlclip run holds"):
             run_job(second, spark)
         assert not list((tmp_path / "s2").glob("*/manifest.json"))
+        assert wait_for(lambda: list(s1.glob("*/done/shard-*.json")), proc), "job A never finished a shard"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    from vlclip_core.warehouse.locks import lock_root
-
+    assert proc.returncode == -signal.SIGKILL  # killed mid-run, not finished
     with RunLock(lock_root(second.warehouse), "after-kill") as lock:  # no stale lock to wait for
         assert lock.held
+
+    done_before = sorted(p.name for p in s1.glob("*/done/shard-*.json"))
+    (run_dir,) = [p for p in s1.iterdir() if not p.name.startswith("_")]
+    marker = run_dir / "done" / done_before[0]
+    finished = (marker.read_text(), marker.stat().st_mtime_ns)
+    config = make_config(catalog, warehouse, f"warehouse.staging_dir={s1}", *sharding)
+    report = run_job(config, spark)
+    assert report.resumed and report.run_id == run_dir.name
+    assert (marker.read_text(), marker.stat().st_mtime_ns) == finished  # a finished shard is not rerun
+    tables = Tables(spark, config.warehouse)
+    ids = [r.item_id for r in tables.read("embeddings").collect()]
+    assert len(ids) == len(set(ids)) == read_catalog(str(catalog)).num_rows
+    state = open_run(config.warehouse.staging(), report.run_id)
+    assert state is not None and state.status == "committed"
+    assert check_run(spark, tables, state) == []
 
 
 def test_sigterm_while_holding_the_lock_releases_it(tmp_path):

@@ -81,6 +81,9 @@ def test_loss_decreases_and_the_run_is_recorded(spark, trained):
     assert row.output_model_version == report.output_model_version != trained["embed"].model_version
 
 
+RESUME_STEPS = 60  # the kill lands at the first checkpoint (step 20), well before the last step
+
+
 def test_training_resumes_after_the_process_is_killed(spark, trained, tiny_models):
     """SIGKILL `python -m jobs.train_clip` once Ray Train has a checkpoint; rerun the same run id."""
     from jobs.train_clip import main
@@ -92,7 +95,7 @@ def test_training_resumes_after_the_process_is_killed(spark, trained, tiny_model
         trained["catalog"],
         trained["warehouse"],
         out,
-        "train.steps=200",
+        f"train.steps={RESUME_STEPS}",
         "train.checkpoint_every=20",
     )
     argv = ["--config", "conf/train_tiny.yaml", "--run-id", "resume-test", "--log-level", "WARNING"]
@@ -116,7 +119,7 @@ def test_training_resumes_after_the_process_is_killed(spark, trained, tiny_model
     killed = torch.load(
         out / "runs" / "resume-test" / checkpoint_dir / "state.pt", map_location="cpu", weights_only=False
     )
-    assert 0 < killed["step"] < 200
+    assert 0 < killed["step"] < RESUME_STEPS
 
     assert main(argv) == 0
     rows = (
@@ -125,9 +128,9 @@ def test_training_resumes_after_the_process_is_killed(spark, trained, tiny_model
         .where("run_id = 'resume-test'")
         .collect()
     )
-    assert len(rows) == 1 and rows[0].status == "succeeded" and rows[0].steps == 200
+    assert len(rows) == 1 and rows[0].status == "succeeded" and rows[0].steps == RESUME_STEPS
     assert rows[0].resumed_from_step >= killed["step"]  # a later checkpoint may have landed before the kill
-    assert len(rows[0].losses) == 200
+    assert len(rows[0].losses) == RESUME_STEPS
     assert rows[0].losses[: killed["step"]] == pytest.approx(killed["losses"], rel=1e-6)
 
 
