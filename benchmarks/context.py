@@ -51,7 +51,7 @@ class BenchOptions:
     ann_dims: tuple = (64, 512)
     ann_queries: int = 1000
     ann_ef_search: tuple = (32, 64, 128, 256)
-    io_items: int = 200  # items of the prod-like I/O comparison
+    io_items: int = 1000  # items of the prod-like I/O comparison (fixed costs stay a minor part)
     io_image_delay_s: float = 0.05  # latency the loopback image server adds to each request
     io_llm_delay_s: float = 0.3  # latency of each reply of the loopback OpenAI-compatible server
     io_warmup_items: int = 16  # items of the untimed warm-up run of each side (0: none)

@@ -85,12 +85,18 @@ def http_catalog(table: pa.Table, images: ImageServer, path: str) -> str:
 
 
 def io_overrides(images: ImageServer, llm: FakeLLMServer) -> Tuple[str, ...]:
-    """Config of both sides: the LLM on the OpenAI-compatible backend, the image server's host allowed."""
+    """Config of both sides: the LLM on the OpenAI-compatible backend, the image server's host allowed.
+
+    The enrichment actors are then HTTP clients and ask for the CPU share of one (0.05), as an
+    operator configures a service-backed stage (conf/prod.yaml), so their pool can grow to overlap the
+    service's latency; the naive job has no per-stage resources and ignores it.
+    """
     return (
         "models.llm.backend=openai",
         f"models.llm.base_url={llm.base_url}",
         f"models.llm.model={LLM_MODEL}",
         f'images.allowed_hosts=["{images.host_port}"]',
+        "stages.enrichment.num_cpus=0.05",
     )
 
 

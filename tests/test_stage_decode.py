@@ -120,3 +120,25 @@ def test_image_too_large_for_the_pixel_limit_is_an_error_row(tmp_path):
 def test_missing_input_column_is_named():
     with pytest.raises(StageInputError, match="image_uri"):
         DecodeStage(config())({S.ITEM_ID: object_column(1, "SKU-1")})
+
+
+@pytest.mark.parametrize("threads", [8, 1])
+def test_a_batch_fetches_its_images_over_http_at_once_or_one_by_one(tmp_path, threads):
+    from benchmarks.loopback import ImageServer
+
+    paths = []
+    for k in range(6):
+        paths.append(tmp_path / f"img-{k}.jpg")
+        Image.new("RGB", (40, 30), (10 * k, 100, 30)).save(paths[-1], "JPEG")
+    with ImageServer(str(tmp_path), delay_s=0.2) as server:
+        uris = [server.url_of(str(p)) for p in paths] + ["http://127.0.0.1:9/missing.jpg"]
+        cfg = config(fetch_threads=threads, allowed_hosts=[server.host_port, "127.0.0.1:9"], retries=0)
+        out = DecodeStage(cfg)(batch_of(uris))
+        counts = server.counts()
+    assert list(out[S.STATUS]) == [S.STATUS_OK] * 6 + [S.STATUS_ERROR]  # each row keeps its own outcome
+    assert list(out[S.IMAGE_SHA][:6]) == [hashlib.sha256(p.read_bytes()).hexdigest() for p in paths]
+    assert counts["requests"] == counts["served"] == 6  # each image fetched once
+    if threads == 1:
+        assert counts["max_in_flight"] == 1
+    else:  # the 0.2 s waits overlap (all six at once unless the machine is starved)
+        assert counts["max_in_flight"] >= 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -40,12 +41,21 @@ class DecodeStage(BatchStage):
         }
 
     def process(self, batch: Batch, idx: np.ndarray, out: Batch) -> None:
-        for row in idx:
-            try:
-                self._decode_row(batch[S.IMAGE_URI][row], int(row), out)
-            except ItemError as err:
-                log.debug("decode: item %s: %s", batch[S.ITEM_ID][row], err)
-                mark_error(batch, int(row), self.name, err.error_type, err.message)
+        """Each row on its own (rows write only their own cells), `images.fetch_threads` at once."""
+        threads = min(self.cfg.fetch_threads, len(idx))
+        if threads <= 1:
+            for row in idx:
+                self._row(batch, int(row), out)
+            return
+        with ThreadPoolExecutor(threads, thread_name_prefix="vlclip-fetch") as pool:
+            list(pool.map(lambda row: self._row(batch, int(row), out), idx))  # re-raises an unexpected error
+
+    def _row(self, batch: Batch, row: int, out: Batch) -> None:
+        try:
+            self._decode_row(batch[S.IMAGE_URI][row], row, out)
+        except ItemError as err:
+            log.debug("decode: item %s: %s", batch[S.ITEM_ID][row], err)
+            mark_error(batch, row, self.name, err.error_type, err.message)
 
     def _decode_row(self, value, row: int, out: Batch) -> None:
         uri = image_uri_of(value)
