@@ -330,6 +330,6 @@ def run_concurrently(writes: List[Callable[[], None]]) -> None:
         futures = [pool.submit(write) for write in writes]
     failures = [f.exception() for f in futures if f.exception() is not None]
     for extra in failures[1:]:
-        log.error("another commit write failed too: %s", extra)
+        log.error("another table operation failed too: %s", extra)
     if failures:
         raise failures[0]
