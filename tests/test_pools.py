@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
+from vlclip_core import schema as S
+from vlclip_core import storage
 from vlclip_core.config import ConfigError, load_config
+from vlclip_core.pipeline.chain import read_shards
 from vlclip_core.pipeline.heartbeat import StageHeartbeat
 from vlclip_core.pipeline.pools import Cluster, pool_sizes, resolve_layout
+from vlclip_core.run.state import create_run
 
 TWO_CPUS = Cluster(cpus=2.0, gpus=0.0)
 GPU_NODE = Cluster(cpus=64.0, gpus=8.0)
@@ -108,3 +114,39 @@ def test_pool_stats_count_the_wait_between_batches_as_idle():
         "pool": "clip", "actors": 1, "actors_max": 1, "load_s": 1.0, "busy_s": 2.0,
         "actor_seconds": 10.0, "idle_s": 8.0,
     }
+
+
+def staged_run(tmp_path, rows_by_shard):
+    """A run whose shards are staged as Spark writes them: one parquet file per shard."""
+    state = create_run(str(tmp_path), "run-blocks", "backfill", "mv1", "cfg")
+    state.save(shards={str(shard): rows for shard, rows in rows_by_shard.items()})
+    for shard, rows in rows_by_shard.items():
+        storage.makedirs(state.shard_input(shard))
+        ids = [f"s{shard}-{i}" for i in range(rows)]
+        pq.write_table(pa.table({S.ITEM_ID: ids}), f"{state.shard_input(shard)}/part-0.parquet")
+    return state
+
+
+@pytest.mark.parametrize("overrides, largest, per_shard", [((), 34, 6), (("ray.block_rows=100",), 100, 2)])
+def test_a_shard_file_is_read_in_blocks_of_the_decode_batch_so_every_actor_gets_some(
+    ray_local, tmp_path, overrides, largest, per_shard
+):
+    # shard 3: 200 rows in one file, shard 5: 50. Decode batches of 32 (tiny.yaml): 200 // 32 = 6 blocks
+    # of 33-34 rows, and as many of shard 5 (Ray splits every file into the same number of blocks).
+    # ray.block_rows=100: 2 blocks of each shard.
+    state = staged_run(tmp_path, {3: 200, 5: 50})
+    config = load_config("conf/tiny.yaml", ("catalog.path=unused",) + overrides)
+    ds = read_shards(state, [3, 5], config).materialize()
+    sizes = [len(batch[S.ITEM_ID]) for batch in ds.iter_batches(batch_size=None)]  # one per block
+    assert sum(sizes) == 250 and max(sizes) == largest
+    assert len(sizes) == 2 * per_shard
+    by_shard = {}
+    for row in ds.iter_rows():
+        by_shard.setdefault(int(row[S.SHARD_ID]), set()).add(row[S.ITEM_ID])
+    assert {k: len(v) for k, v in by_shard.items()} == {3: 200, 5: 50}
+    assert all(item.startswith(f"s{shard}-") for shard, items in by_shard.items() for item in items)
+
+
+def test_block_rows_must_be_positive():
+    with pytest.raises(ConfigError, match="ray.block_rows must be > 0"):
+        load_config("conf/tiny.yaml", ("catalog.path=unused", "ray.block_rows=0"))

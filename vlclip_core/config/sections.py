@@ -211,6 +211,14 @@ class RayConfig:
     # selection: a run that selects nothing still starts no Ray. Staging then runs in a worker thread
     # (Ray starts only from the main thread); false keeps it in the main thread (a profiler's view).
     start_during_staging: bool = True
+    # Rows of one Ray Data block read from the staged shards. A task or an actor call takes whole
+    # blocks, so blocks as large as a shard would leave one decode task and one actor of each pool on
+    # it while the others idle. Unset: the decode stage's batch size.
+    block_rows: Optional[int] = None
+
+    def validate(self) -> None:
+        if self.block_rows is not None:
+            positive("ray.block_rows", self.block_rows)
 
 
 AUTO = "auto"
@@ -584,6 +592,7 @@ class VlclipConfig:
             self.catalog,
             self.warehouse,
             self.job,
+            self.ray,
             self.stages,
             self.images,
             self.models,

@@ -17,6 +17,7 @@ from vlclip_core.pipeline.pools import (
     actor_strategy,
     decode_concurrency,
     pool_sizes,
+    read_blocks,
     resolve_layout,
     task_cpus,
 )
@@ -38,13 +39,7 @@ def build_dataset(
     import ray
 
     read_cpus, _ = task_cpus(config.stages)
-    ds = ray.data.read_parquet(
-        [storage.spark_path(state.shard_input(s)) for s in shards],
-        partitioning=None,
-        num_cpus=read_cpus,
-        include_paths=True,
-    )
-    ds = ds.map_batches(_add_shard_id, batch_format="numpy", num_cpus=read_cpus)
+    ds = read_shards(state, shards, config)
     if only_items is not None:
         ds = ds.map_batches(
             _keep_items, fn_kwargs={"items": only_items}, batch_format="numpy", num_cpus=read_cpus
@@ -80,6 +75,24 @@ def build_dataset(
         num_cpus=read_cpus,
         max_retries=config.ray.max_batch_retries,
     )
+
+
+def read_shards(state: RunState, shards: List[int], config: VlclipConfig):
+    """The staged rows of `shards` with their shard id, in blocks of `ray.block_rows` rows (unset: the
+    decode batch size). Ray Data would read a small shard file as one block; split, the blocks spread
+    over the decode tasks and every pool's actors instead of one of each."""
+    import ray
+
+    read_cpus, _ = task_cpus(config.stages)
+    rows = [state.shards()[s] for s in shards]
+    ds = ray.data.read_parquet(
+        [storage.spark_path(state.shard_input(s)) for s in shards],
+        partitioning=None,
+        num_cpus=read_cpus,
+        include_paths=True,
+        override_num_blocks=read_blocks(rows, config.stages, config.ray.block_rows),
+    )
+    return ds.map_batches(_add_shard_id, batch_format="numpy", num_cpus=read_cpus)
 
 
 def _add_actor_stage(ds, actor, res: StageResources, sizes, config: VlclipConfig, heartbeat):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from vlclip_core.config import StageResources, StagesConfig
 from vlclip_core.config.sections import AUTO, MODEL_STAGES
@@ -95,6 +95,15 @@ def actor_strategy(sizes: Tuple[int, int], max_in_flight: int):
     return ray.data.ActorPoolStrategy(
         min_size=low, max_size=high, max_tasks_in_flight_per_actor=max_in_flight
     )
+
+
+def read_blocks(shard_rows: List[int], stages: StagesConfig, block_rows: Optional[int]) -> int:
+    """Blocks to read staged shards of `shard_rows` rows into: the largest shard's hold `block_rows`
+    (unset: the decode batch size) to twice as many, so that a decode task takes one block and the
+    pools downstream get as many blocks as their actors can take. Spark writes a shard as one file,
+    and Ray Data splits each file's rows evenly into blocks / files blocks."""
+    per_file = max(shard_rows, default=0) // (block_rows or stages.decode.batch_size)
+    return max(1, len(shard_rows) * max(1, per_file))
 
 
 def decode_concurrency(res: StageResources) -> Optional[int]:
