@@ -9,7 +9,7 @@ from benchmarks.measure import spread
 from benchmarks.report import headline
 
 # Keys of RunReport.pipeline_stats[stage] the comparisons report (a missing key is left out).
-POOL_KEYS = ("busy_s", "idle_s", "actors_max", "actor_seconds")
+POOL_KEYS = ("busy_s", "idle_s", "actors_max", "actor_seconds", "first_batch_after_s")
 
 
 def run_stages(report) -> Dict[str, Dict[str, float]]:
@@ -38,10 +38,13 @@ def stage_figures(runs: List[dict]) -> Dict[str, Dict[str, dict]]:
 
 
 def stage_rows(side: str, figures: Dict[str, Dict[str, dict]]) -> List[dict]:
-    """Headline rows: each stage's busy seconds, and its pool's idle seconds where they were measured."""
+    """Headline rows: each stage's busy seconds, and its pool's idle seconds and when its first batch
+    began (after the pipeline started) where they were measured."""
     rows = []
     for name, stats in figures.items():
         rows.append(headline(f"{side} busy s: {name}", stats["busy_s"], "s"))
         if "idle_s" in stats:
             rows.append(headline(f"{side} pool idle s: {name}", stats["idle_s"], "s"))
+        if "first_batch_after_s" in stats:
+            rows.append(headline(f"{side} first batch after s: {name}", stats["first_batch_after_s"], "s"))
     return rows

@@ -83,6 +83,7 @@ def test_pool_stats_add_busy_time_per_stage_and_idle_time_per_pool():
     hb.register("actor-b", ("grounding", "enrichment", "clip"), 5.0, pid=2)
     ready = hb.workers[1]["ready_at"]
     hb.workers[2]["ready_at"] = ready + 10  # b joined 10 s later (the pool scaled up)
+    hb.started = ready - 2  # a was ready 2 s after the pipeline started
     for pid, token, offset in ((1, "a1", 0), (2, "b1", 10)):
         hb.begin(token + "g", "grounding", ready + offset, pid)
         hb.end(token + "g", "grounding", ready + offset + 4)
@@ -93,12 +94,12 @@ def test_pool_stats_add_busy_time_per_stage_and_idle_time_per_pool():
     stats = hb.pool_stats()
     assert stats["grounding"] == {
         "pool": "fused", "actors": 2, "actors_max": 1, "load_s": 5.0, "busy_s": 8.0,
-        "actor_seconds": 10.0, "idle_s": 0.0,
+        "actor_seconds": 10.0, "idle_s": 0.0, "ready_after_s": 2.0, "first_batch_after_s": 2.0,
     }  # each actor was up 5 s (load to last batch) and busy all of it; they never overlapped
     assert stats["clip"]["busy_s"] == 2.0 and stats["clip"]["pool"] == "fused"
     assert stats["decode"] == {
         "pool": "decode", "actors": 1, "actors_max": 1, "load_s": 0.0, "busy_s": 2.0,
-        "actor_seconds": 2.0, "idle_s": 0.0,
+        "actor_seconds": 2.0, "idle_s": 0.0, "ready_after_s": 3.0, "first_batch_after_s": 3.0,
     }
 
 
@@ -106,13 +107,14 @@ def test_pool_stats_count_the_wait_between_batches_as_idle():
     hb = StageHeartbeat()
     hb.register("actor", ("clip",), 1.0, pid=5)
     ready = hb.workers[5]["ready_at"]
+    hb.started = ready - 4
     hb.begin("x", "clip", ready + 2, 5)
     hb.end("x", "clip", ready + 3)
     hb.begin("y", "clip", ready + 9, 5)
     hb.end("y", "clip", ready + 10)
     assert hb.pool_stats()["clip"] | {} == {
         "pool": "clip", "actors": 1, "actors_max": 1, "load_s": 1.0, "busy_s": 2.0,
-        "actor_seconds": 10.0, "idle_s": 8.0,
+        "actor_seconds": 10.0, "idle_s": 8.0, "ready_after_s": 4.0, "first_batch_after_s": 6.0,
     }
 
 

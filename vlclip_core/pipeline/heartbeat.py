@@ -23,6 +23,8 @@ class StageHeartbeat:
         self.last_event = time.time()
         self.workers: Dict[int, dict] = {}  # pid -> pool, ready_at, load_s, busy_s, last_end
         self.busy: Dict[str, float] = defaultdict(float)
+        self.started = time.time()  # the run's pipeline starts with its heartbeat
+        self.first_batch: Dict[str, float] = {}  # stage -> when its first batch began
 
     def register(self, actor, stages: tuple = (), load_s: float = 0.0, pid: Optional[int] = None) -> None:
         """Stage actors register their handle (so the driver can stop them when the run ends), the
@@ -39,6 +41,7 @@ class StageHeartbeat:
 
     def begin(self, token: str, stage: str, started: float, pid: int) -> None:
         self.in_flight[token] = (stage, started, pid)
+        self.first_batch[stage] = min(started, self.first_batch.get(stage, started))
         self.last_event = time.time()
         # a decode task's worker is seen first here: its "pool" is the stage
         self.workers.setdefault(
@@ -73,7 +76,8 @@ class StageHeartbeat:
     def pool_stats(self) -> Dict[str, dict]:
         """Per stage: its pool, the pool's actors (distinct, and most alive at once), the longest model
         load, the stage's busy seconds, the pool's actor-seconds from each actor's load to its last
-        batch, and the idle part of those (no batch in the actor)."""
+        batch, and the idle part of those (no batch in the actor); when, after the pipeline started,
+        the pool's first actor was ready and the stage's first batch began (its start-up cost)."""
         stats = {}
         for stage, busy in self.busy.items():
             pool = next((w["pool"] for w in self.workers.values() if stage in w.get("ran", ())), stage)
@@ -87,6 +91,9 @@ class StageHeartbeat:
                 "busy_s": round(busy, 3),
                 "actor_seconds": round(alive, 3),
                 "idle_s": round(max(0.0, alive - sum(w["busy_s"] for w in members)), 3),
+                "ready_after_s": round(min((w["ready_at"] for w in members), default=self.started)
+                                       - self.started, 3),
+                "first_batch_after_s": round(self.first_batch.get(stage, self.started) - self.started, 3),
             }
         return stats
 

@@ -109,9 +109,10 @@ def log_pools(stats: Dict[str, dict]) -> None:
     for stage, st in stats.items():
         log.info(
             "stage %s (pool %s, %d actor(s), at most %d at once): busy %.1fs; the pool's actors were up "
-            "%.1fs after loading (longest load %.1fs), idle %.1fs",
+            "%.1fs after loading (longest load %.1fs), idle %.1fs; first actor ready %.1fs and first "
+            "batch %.1fs after the pipeline started",
             stage, st["pool"], st["actors"], st["actors_max"], st["busy_s"], st["actor_seconds"],
-            st["load_s"], st["idle_s"],
+            st["load_s"], st["idle_s"], st.get("ready_after_s", 0.0), st.get("first_batch_after_s", 0.0),
         )
 
 
