@@ -129,12 +129,12 @@ def staged_run(tmp_path, rows_by_shard):
     return state
 
 
-@pytest.mark.parametrize("overrides, largest, per_shard", [((), 34, 6), (("ray.block_rows=100",), 100, 2)])
+@pytest.mark.parametrize("overrides, largest, per_shard", [((), 29, 7), (("ray.block_rows=100",), 100, 2)])
 def test_a_shard_file_is_read_in_blocks_of_the_decode_batch_so_every_actor_gets_some(
     ray_local, tmp_path, overrides, largest, per_shard
 ):
-    # shard 3: 200 rows in one file, shard 5: 50. Decode batches of 32 (tiny.yaml): 200 // 32 = 6 blocks
-    # of 33-34 rows, and as many of shard 5 (Ray splits every file into the same number of blocks).
+    # shard 3: 200 rows in one file, shard 5: 50. Decode batches of 32 (tiny.yaml): 7 blocks of 28-29
+    # rows, and as many of shard 5 (Ray splits every file into the same number of blocks).
     # ray.block_rows=100: 2 blocks of each shard.
     state = staged_run(tmp_path, {3: 200, 5: 50})
     config = load_config("conf/tiny.yaml", ("catalog.path=unused",) + overrides)

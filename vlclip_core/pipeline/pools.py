@@ -98,12 +98,13 @@ def actor_strategy(sizes: Tuple[int, int], max_in_flight: int):
 
 
 def read_blocks(shard_rows: List[int], stages: StagesConfig, block_rows: Optional[int]) -> int:
-    """Blocks to read staged shards of `shard_rows` rows into: the largest shard's hold `block_rows`
-    (unset: the decode batch size) to twice as many, so that a decode task takes one block and the
-    pools downstream get as many blocks as their actors can take. Spark writes a shard as one file,
-    and Ray Data splits each file's rows evenly into blocks / files blocks."""
-    per_file = max(shard_rows, default=0) // (block_rows or stages.decode.batch_size)
-    return max(1, len(shard_rows) * max(1, per_file))
+    """Blocks to read staged shards of `shard_rows` rows into, none holding more than `block_rows`
+    (unset: the decode batch size): a decode task then takes two or so (its batch) and the pools
+    downstream get as many blocks as their actors can take. Spark writes a shard as one file, and Ray
+    Data splits each file's rows evenly into blocks / files blocks, so the largest shard sets the split.
+    (Blocks just over a batch would leave a batch of one or two rows in every block.)"""
+    per_file = math.ceil(max(shard_rows, default=0) / (block_rows or stages.decode.batch_size))
+    return max(1, len(shard_rows) * per_file)
 
 
 def decode_concurrency(res: StageResources) -> Optional[int]:
