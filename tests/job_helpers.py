@@ -14,8 +14,9 @@ def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
     """Overrides that point the tiny profile at the test's models, catalog and warehouse.
 
     The job tests run the split layout (a pool per model stage, as on GPU clusters), which the fault
-    tests were written against, with pools of 1-2 actors and 2 decode tasks: on 2 cores more actors
-    only add model loads. The fused layout and unbounded `auto` pools have their own tests.
+    tests were written against, with one actor per pool and 2 decode tasks: each shard is a block of
+    its own, so Ray Data would grow the pools, and on 2 cores a second actor's model load costs more
+    than the tests' few items. The fused layout and `auto` pools that grow have their own tests.
     """
     from vlclip_core.models.tiny import tiny_overrides
 
@@ -27,7 +28,7 @@ def job_overrides(models: dict, catalog: str, warehouse: str) -> tuple:
         "ray.stall_timeout_s=300",
         "stages.layout=split",
         "stages.decode.num_actors=2",
-        *(f"stages.{name}.max_actors=2" for name in ("grounding", "enrichment", "clip")),
+        *(f"stages.{name}.max_actors=1" for name in ("grounding", "enrichment", "clip")),
     )
 
 
