@@ -3,22 +3,16 @@
 from __future__ import annotations
 
 import logging
-from typing import List, NamedTuple, Sequence
+from typing import List, Sequence
 
 import numpy as np
 import torch
 
 from vlclip_core.config import DetectorConfig
+from vlclip_core.models.candidate import Candidate
 from vlclip_core.models.device import pick_device, torch_dtype
 
 log = logging.getLogger(__name__)
-
-
-class Candidate(NamedTuple):
-    """One detected box: normalised (x0, y0, x1, y1) clipped to [0, 1], and its confidence."""
-
-    box: tuple
-    score: float
 
 
 class Detector:
