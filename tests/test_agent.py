@@ -174,6 +174,10 @@ def test_parse_evaluation_takes_the_whole_reply_only():
 def test_text_helpers():
     assert clean_text("  <p>Red&nbsp;dress</p>\t\n\u200b size   M ") == "Red dress size M"
     assert clean_text("size < 5 and > 2") == "size < 5 and > 2"
+    # every ASCII control character is a space, in plain-ASCII text as in text with other characters
+    ascii_text = "".join(map(chr, range(128)))
+    assert clean_text(ascii_text) == clean_text(ascii_text + "\u00e9")[:-2]
+    assert clean_text("a\x00b\x1fc\x7fd\te") == "a b c d e"
     assert dedupe_keywords("Dress | dress | Red Red Dress, summer") == "Dress, Red Dress, summer"
     assert truncate_words("alpha beta gamma delta", 12) == "alpha beta"
     fields = {"title": "Lamp", "product_type": "desk lamp", "description": "Bright. Dimmable. Metal."}

@@ -30,6 +30,10 @@ def test_null_models_are_deterministic_and_shaped_like_the_real_ones():
     assert 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 and box.score >= config.models.detector.box_threshold
     reply = NullChatBackend(config.models.llm).chat([[{"role": "user", "content": "Red  mug\n colour: red"}]])
     assert reply == ["Red mug colour: red"]
+    # a prompt with a data block: the reply is the block's values, the shape of a short summary
+    prompt = "Describe it.\n\n<catalog_data>\nTitle: Red  mug\nAttributes: colour: red\n</catalog_data>\n"
+    reply = NullChatBackend(config.models.llm).chat([[{"role": "user", "content": prompt}]])
+    assert reply == ["Red mug. colour: red."]
 
 
 @pytest.mark.usefixtures("ray_local")

@@ -26,6 +26,7 @@ _TAG = re.compile(r"</?[A-Za-z!][^<>]{0,300}>")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _KEYWORD_SEP = re.compile(r"\s*[|;,]\s*")
 _REPEATED_WORD = re.compile(r"\b(\w+)(?:\s+\1\b)+", re.IGNORECASE)
+_ASCII_CONTROL = {code: " " for code in (*range(32), 127)}
 _LABEL = re.compile(
     r"^(?:here is [^:\n]{0,80}:|(?:rewritten |refined |product )?description:)\s*", re.IGNORECASE
 )
@@ -211,7 +212,10 @@ def clean_text(text: Any) -> str:
         return ""
     text = html.unescape(_TAG.sub(" ", str(text)))
     text = _TAG.sub(" ", text)
-    text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
+    if text.isascii():  # the common case: category C of ASCII is exactly 0-31 and 127
+        text = text.translate(_ASCII_CONTROL)
+    else:
+        text = "".join(" " if unicodedata.category(c).startswith("C") else c for c in text)
     return " ".join(text.split())
 
 

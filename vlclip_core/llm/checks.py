@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -88,9 +89,7 @@ def prompt_labels(text: str, raw: str, prompt: str) -> Optional[str]:
 def prompt_span(text: str, raw: str, prompt: str) -> Optional[str]:
     """A run of ECHO_SPAN_WORDS words taken from the prompt's instructions (not from the catalog data),
     in the cleaned text or the raw reply, with the prompt's block delimiters read as words or dropped."""
-    instructions = _ngrams(words(prompt), ECHO_SPAN_WORDS) | _ngrams(
-        words(_DELIMITER.sub(" ", prompt)), ECHO_SPAN_WORDS
-    )
+    instructions = _instruction_ngrams(prompt)
     for candidate in (text, raw):
         for gram in _ngram_list(words(candidate), ECHO_SPAN_WORDS):
             if gram in instructions:
@@ -121,10 +120,10 @@ def repeated_lines(text: str, raw: str, prompt: str) -> Optional[str]:
 
 def over_word_limit(text: str, raw: str, prompt: str) -> Optional[str]:
     """More words than the prompt's own "at most N words"."""
-    limits = [int(n) for n in _WORD_LIMIT.findall(prompt)]
+    limit = _word_limit(prompt)
     n = word_count(text)
-    if limits and n > min(limits):
-        return f"over_length: {n} words, the prompt allows {min(limits)}"
+    if limit is not None and n > limit:
+        return f"over_length: {n} words, the prompt allows {limit}"
     return None
 
 
@@ -152,16 +151,35 @@ def check_name(reason: str) -> str:
     return reason.split(":", 1)[0].strip()
 
 
-def _labels(prompt: str) -> List[str]:
+# What the checks read from a prompt is the same for every item of a step (the prompt passed is its
+# instructions, rendered without catalog data), so it is derived once per distinct prompt.
+
+
+@functools.lru_cache(maxsize=64)
+def _instruction_ngrams(prompt: str) -> frozenset:
+    """The prompt's ECHO_SPAN_WORDS-grams, with its block delimiters read as words and dropped."""
+    plain = words(_DELIMITER.sub(" ", prompt))
+    return frozenset(_ngrams(words(prompt), ECHO_SPAN_WORDS) | _ngrams(plain, ECHO_SPAN_WORDS))
+
+
+@functools.lru_cache(maxsize=64)
+def _word_limit(prompt: str) -> Optional[int]:
+    limits = [int(n) for n in _WORD_LIMIT.findall(prompt)]
+    return min(limits) if limits else None
+
+
+@functools.lru_cache(maxsize=64)
+def _labels(prompt: str) -> Tuple[str, ...]:
     """Field labels ("Title:") and the names of the data blocks ("<catalog_data>" -> "Catalog data")."""
     blocks = [name.replace("_", " ").capitalize() for name in _DATA_BLOCK.findall(prompt)]
-    return list(dict.fromkeys(blocks + _LABEL_LINE.findall(prompt)))
+    return tuple(dict.fromkeys(blocks + _LABEL_LINE.findall(prompt)))
 
 
-def _block_names(prompt: str) -> List[str]:
+@functools.lru_cache(maxsize=64)
+def _block_names(prompt: str) -> Tuple[str, ...]:
     """Data block names of two or more words ("<catalog_data>" -> "catalog data"); one-word names such
     as "candidate" are ordinary words and count only as labels."""
-    return list(dict.fromkeys(n.replace("_", " ") for n in _DATA_BLOCK.findall(prompt) if "_" in n))
+    return tuple(dict.fromkeys(n.replace("_", " ") for n in _DATA_BLOCK.findall(prompt) if "_" in n))
 
 
 def _has_label(text: str, label: str) -> bool:
@@ -169,8 +187,12 @@ def _has_label(text: str, label: str) -> bool:
 
 
 def _has_phrase(text: str, phrase: str, after: str = r"(?!\w)") -> bool:
-    pattern = r"(?<!\w)" + r"\s+".join(map(re.escape, phrase.split())) + after
-    return re.search(pattern, text, re.IGNORECASE) is not None
+    return _phrase_pattern(phrase, after).search(text) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _phrase_pattern(phrase: str, after: str) -> "re.Pattern[str]":
+    return re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, phrase.split())) + after, re.IGNORECASE)
 
 
 def _ngram_list(tokens: List[str], n: int) -> List[Tuple[str, ...]]:

@@ -15,11 +15,13 @@ from typing import List, Sequence, Union
 import numpy as np
 
 from vlclip_core.config import ConfigError, DetectorConfig, LLMConfig
-from vlclip_core.models.detector import Candidate
+from vlclip_core.models.candidate import Candidate
 
 NULL = "null"
 DEFAULT_DIM = 512
 _NAME = re.compile(r"null(?:-(\d{1,5}))?")
+_DATA_BLOCK = re.compile(r"^<([a-z]+(?:_[a-z]+)*)>\n(.*?)\n</\1>$", re.MULTILINE | re.DOTALL)
+_FIELD_LABEL = re.compile(r"^[A-Z][A-Za-z]*(?: [a-z]+){0,2}:\s*")
 
 
 def is_null_clip(model_name: str) -> bool:
@@ -81,8 +83,10 @@ class NullDetector:
 
 
 class NullChatBackend:
-    """The chat backend's interface: the reply is the conversation's last message, whitespace-collapsed and
-    cut at models.llm.max_chars (so it carries the item's title and attribute values, as a summary must)."""
+    """The chat backend's interface: the reply is the values of the first data block of the conversation's
+    last message ("Title: Red mug" -> "Red mug."), or that whole message when it has none,
+    whitespace-collapsed and cut at models.llm.max_chars. So it carries the item's title and attribute
+    values, as a summary must, at a summary's length: the agent's checks read what a real reply gives them."""
 
     def __init__(self, cfg: LLMConfig):
         self.max_chars = cfg.max_chars
@@ -91,7 +95,12 @@ class NullChatBackend:
         return [self._reply(messages) for messages in conversations]
 
     def _reply(self, messages: Sequence[dict]) -> str:
-        text = " ".join(str(messages[-1].get("content", "")).split()) if messages else ""
+        content = str(messages[-1].get("content", "")) if messages else ""
+        block = _DATA_BLOCK.search(content)
+        if block:
+            values = (_FIELD_LABEL.sub("", line).strip() for line in block.group(2).splitlines())
+            content = " ".join(v if v.endswith(".") else v + "." for v in values if v)
+        text = " ".join(content.split())
         if len(text) <= self.max_chars:
             return text
         cut = text[:self.max_chars]
