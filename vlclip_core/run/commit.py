@@ -73,8 +73,9 @@ def commit_group(spark, tables: Tables, state: RunState, config: VlclipConfig, g
         spark, state.run_id, group["group"], f"vlclip run {state.run_id} group {group['group']}"
     )
     gtables = Tables(session, config.warehouse)
+    # Not cached: each reader but the embeddings MERGE needs a few small columns, which Parquet reads
+    # alone; caching would first copy every row's three vectors into Spark's memory.
     results = _read_outputs(session, state, group["shards"])
-    results = results.cache() if results is not None else None
     errors = _error_rows(session, state, results, config.model_version, with_catalog=group["group"] == 0)
     errors = errors.cache() if errors is not None else None
     error_counts = errors.groupBy("stage", S.ERROR_TYPE).count().collect() if errors is not None else []
@@ -88,9 +89,8 @@ def commit_group(spark, tables: Tables, state: RunState, config: VlclipConfig, g
     try:
         run_concurrently(_commit_writes(gtables, state, config, results, errors, publish))
     finally:
-        for frame in (results, errors):
-            if frame is not None:
-                frame.unpersist()
+        if errors is not None:
+            errors.unpersist()
     with lock:
         group.update(status=COMMITTED, published=publish, breached=breached)
         state.save()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Dict, List, Optional
 
@@ -324,12 +325,23 @@ def run_concurrently(writes: List[Callable[[], None]]) -> None:
     """
     if len(writes) <= 1:
         for write in writes:
-            write()
+            _timed(write)
         return
     with ThreadPoolExecutor(max_workers=len(writes), thread_name_prefix="vlclip-tables") as pool:
-        futures = [pool.submit(write) for write in writes]
+        futures = [pool.submit(_timed, write) for write in writes]
     failures = [f.exception() for f in futures if f.exception() is not None]
     for extra in failures[1:]:
         log.error("another table operation failed too: %s", extra)
     if failures:
         raise failures[0]
+
+
+def _timed(operation: Callable[[], None]) -> None:
+    """Run one table operation and log its seconds, named by its function and table where it has them."""
+    func = getattr(operation, "func", operation)
+    args = getattr(operation, "args", ())
+    table = next((a for a in args[:2] if isinstance(a, str)), "")
+    start = time.perf_counter()
+    operation()
+    log.info("table operation %s%s took %.1fs", getattr(func, "__name__", "?"), f" {table}" if table else "",
+             time.perf_counter() - start)
