@@ -48,7 +48,7 @@ test: install lint  ## lint, then run the test suite (real local Spark + Delta, 
 bench: install  ## run the benchmarks; writes bench_out/results.json and prints a table
 	$(PY) -m benchmarks.run --out bench_out
 
-bench-scale: install  ## null-model backfills at 100k/1M, one SIGKILLed+resumed at 1M, no-op on 10M, 1M x 512 index export: make bench-scale SCALE_ARGS="--sizes 20000 --kill-items 20000"
+bench-scale: install  ## null-model backfills at 100k/1M, one SIGKILLed+resumed at 1M, no-op on 10M, MERGE of 100k into 1M vs 10M, 1M x 512 index export: make bench-scale SCALE_ARGS="--sizes 20000 --kill-items 20000"
 	$(PY) -m benchmarks.scale --out bench_out/scale $(SCALE_ARGS)
 
 profile: install  ## pyinstrument profile of one run: make profile PROFILE_ARGS="--scenario e2e --items 200"

@@ -1,12 +1,12 @@
 """Scale benchmark (`make bench-scale`): null-model backfills, a SIGKILLed-and-resumed backfill, the no-op
-nightly and an N x 512 index export.
+nightly, a MERGE of 100k changes into tables of 1M and 10M rows, and an N x 512 index export.
 
 Each measured run is a child process of its own (`python -m benchmarks.scale backfill|killresume|...`), so
 its lifetime peak RSS is the run's; the parent collects one JSON line per child and writes
 <out>/scale.json and <out>/scale.md. Not part of the test suite.
 
     python -m benchmarks.scale --sizes 100000,1000000 --kill-items 1000000 --noop-items 10000000 \
-        --index-items 1000000
+        --merge-sizes 1000000,10000000 --merge-changed 100000 --index-items 1000000
 """
 
 from __future__ import annotations
@@ -235,6 +235,44 @@ def noop(args) -> dict:
     }
 
 
+def merge(args) -> dict:
+    """MERGE of args.merge_changed changed items into embeddings tables of each of args.merge_sizes rows
+    (`merge_cost` of `make bench`: the changes spread over the whole id range, each repeat on a fresh copy
+    of the table), and the ratio largest / smallest."""
+    from benchmarks.context import BenchContext, BenchOptions
+    from benchmarks.delta_bench import merge_cost
+    from benchmarks.run import start_spark
+
+    options = BenchOptions(
+        out=args.work,
+        merge_sizes=tuple(args.merge_sizes),
+        merge_changed=args.merge_changed,
+        merge_dim=args.merge_dim,
+        repeats=args.repeats,
+        seed=args.seed,
+    )
+    ctx = BenchContext(options)
+    ctx.spark = start_spark()
+    with RssSampler() as rss:
+        figures = merge_cost(ctx)["figures"]
+    return {
+        "changed": args.merge_changed,
+        "dim": args.merge_dim,
+        "seconds_by_size": {n: f["seconds"] for n, f in figures["by_size"].items()},
+        "files_touched_by_size": {
+            n: [_files_touched(r["metrics"]) for r in f["runs"]] for n, f in figures["by_size"].items()
+        },
+        "ratio_largest_over_smallest": figures["wall_ratio_large_over_small"],
+        "rss_mib": rss.peaks.as_dict(),
+    }
+
+
+def _files_touched(metrics: dict) -> int:
+    from benchmarks.delta_bench import _files_touched as touched
+
+    return touched(metrics)
+
+
 def unit_chunk(seed: int, chunk: int, rows: int, dim: int) -> np.ndarray:
     vectors = np.random.default_rng([seed, chunk]).standard_normal((rows, dim), dtype=np.float32)
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
@@ -357,6 +395,10 @@ def orchestrate(args) -> dict:
     if args.noop_items:
         extra = ["--items", str(args.noop_items), "--repeats", str(args.repeats)]
         figures["noop_big"] = child("noop", args, extra)
+    if args.merge_sizes:
+        extra = ["--merge-sizes", ",".join(map(str, args.merge_sizes)), "--merge-changed",
+                 str(args.merge_changed), "--merge-dim", str(args.merge_dim), "--repeats", str(args.repeats)]
+        figures["merge"] = child("merge", args, extra)
     for kind in args.index_kinds:
         extra = ["--items", str(args.index_items), "--queries", str(args.queries)]
         sets = _sets([f"index.kind={kind}"] + args.index_set)
@@ -383,6 +425,9 @@ def markdown(figures: dict) -> str:
     if figures.get("noop_big"):
         row = figures["noop_big"]
         lines.append(f"| no-op nightly | {row.get('items')} | `{json.dumps(row, sort_keys=True)}` |")
+    if figures.get("merge"):
+        row = figures["merge"]
+        lines.append(f"| MERGE of changes | {row.get('changed')} | `{json.dumps(row, sort_keys=True)}` |")
     for row in figures.get("index", []):
         lines.append(f"| index export | {row.get('items')} | `{json.dumps(row, sort_keys=True)}` |")
     return "\n".join(lines) + "\n"
@@ -391,7 +436,8 @@ def markdown(figures: dict) -> str:
 def parse_args(argv):
     parser = argparse.ArgumentParser(prog="benchmarks.scale", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "command", nargs="?", default="all", choices=("all", "backfill", "killresume", "noop", "export")
+        "command", nargs="?", default="all",
+        choices=("all", "backfill", "killresume", "noop", "merge", "export"),
     )
     parser.add_argument("--out", default="bench_out/scale")
     parser.add_argument("--data", help="catalogs and images (default <out>/data)")
@@ -401,8 +447,13 @@ def parse_args(argv):
         "--kill-items", type=int, default=1_000_000, help="backfill SIGKILLed after its first group; 0: skip"
     )
     parser.add_argument("--noop-items", type=int, default=10_000_000, help="no-op nightly catalog; 0: skip")
+    parser.add_argument(
+        "--merge-sizes", type=_ints, default=[1_000_000, 10_000_000], help="embeddings tables merged into"
+    )
+    parser.add_argument("--merge-changed", type=int, default=100_000, help="changed items of each MERGE")
+    parser.add_argument("--merge-dim", type=int, default=32, help="dimension of the tables' three vectors")
     parser.add_argument("--index-items", type=int, default=1_000_000)
-    parser.add_argument("--index-kinds", type=lambda v: v.split(","), default=["ivfpq"])
+    parser.add_argument("--index-kinds", type=lambda v: [k for k in v.split(",") if k], default=["ivfpq"])
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--items", type=int, default=0, help="(child runs) items of this run")
     parser.add_argument("--repeats", type=int, default=3, help="no-op repeats (interleaved with the scan)")
@@ -425,7 +476,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.makedirs(args.work, exist_ok=True)
     if args.command != "all":
-        commands = {"backfill": backfill, "killresume": kill_resume, "noop": noop, "export": export}
+        commands = {
+            "backfill": backfill, "killresume": kill_resume, "noop": noop, "merge": merge, "export": export
+        }
         run = commands[args.command]
         print(json.dumps(run(args), sort_keys=True))
         return 0
