@@ -217,15 +217,11 @@ def _committed_groups(staging: str) -> int:
 def noop(args) -> dict:
     """The no-op nightly on an args.items catalog whose embeddings are current (rows written directly,
     as `nightly_noop` of `make bench` does) vs a plain scan + anti-join, args.repeats interleaved repeats."""
-    from benchmarks.context import BenchContext, BenchOptions
+    from benchmarks.context import BenchOptions
     from benchmarks.delta_bench import nightly_noop
-    from benchmarks.run import start_spark
 
     options = BenchOptions(out=args.work, noop_items=args.items, noop_repeats=args.repeats, seed=args.seed)
-    ctx = BenchContext(options)
-    ctx.spark = start_spark()
-    with RssSampler() as rss:
-        figures = nightly_noop(ctx)["figures"]
+    figures, rss = _bench_figures(nightly_noop, options)
     return {
         "items": args.items,
         "noop_s": figures["vlclip_noop"]["total_s"],
@@ -239,9 +235,8 @@ def merge(args) -> dict:
     """MERGE of args.merge_changed changed items into embeddings tables of each of args.merge_sizes rows
     (`merge_cost` of `make bench`: the changes spread over the whole id range, each repeat on a fresh copy
     of the table), and the ratio largest / smallest."""
-    from benchmarks.context import BenchContext, BenchOptions
+    from benchmarks.context import BenchOptions
     from benchmarks.delta_bench import merge_cost
-    from benchmarks.run import start_spark
 
     options = BenchOptions(
         out=args.work,
@@ -251,10 +246,7 @@ def merge(args) -> dict:
         repeats=args.repeats,
         seed=args.seed,
     )
-    ctx = BenchContext(options)
-    ctx.spark = start_spark()
-    with RssSampler() as rss:
-        figures = merge_cost(ctx)["figures"]
+    figures, rss = _bench_figures(merge_cost, options)
     return {
         "changed": args.merge_changed,
         "dim": args.merge_dim,
@@ -265,6 +257,18 @@ def merge(args) -> dict:
         "ratio_largest_over_smallest": figures["wall_ratio_large_over_small"],
         "rss_mib": rss.peaks.as_dict(),
     }
+
+
+def _bench_figures(measure, options):
+    """(figures, RSS peaks) of one `make bench` measurement run here with its own Spark session."""
+    from benchmarks.context import BenchContext
+    from benchmarks.run import start_spark
+
+    ctx = BenchContext(options)
+    ctx.spark = start_spark()
+    with RssSampler() as rss:
+        figures = measure(ctx)["figures"]
+    return figures, rss
 
 
 def _files_touched(metrics: dict) -> int:
