@@ -236,7 +236,7 @@ def merge(args) -> dict:
     (`merge_cost` of `make bench`: the changes spread over the whole id range, each repeat on a fresh copy
     of the table), and the ratio largest / smallest."""
     from benchmarks.context import BenchOptions
-    from benchmarks.delta_bench import merge_cost
+    from benchmarks.delta_bench import _files_touched, merge_cost
 
     options = BenchOptions(
         out=args.work,
@@ -269,12 +269,6 @@ def _bench_figures(measure, options):
     with RssSampler() as rss:
         figures = measure(ctx)["figures"]
     return figures, rss
-
-
-def _files_touched(metrics: dict) -> int:
-    from benchmarks.delta_bench import _files_touched as touched
-
-    return touched(metrics)
 
 
 def unit_chunk(seed: int, chunk: int, rows: int, dim: int) -> np.ndarray:
