@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from job_helpers import REPO
 
-from vlclip_core.config import load_config
+from vlclip_core.config import ClipConfig, ConfigError, DetectorConfig, load_config
 from vlclip_core.models.null import NullChatBackend, NullClipEncoder, NullDetector
+from vlclip_core.models.select import build_clip, build_detector
 from vlclip_core.run.job import run_job
 from vlclip_core.tools.sample_catalog import read_catalog, write_catalog
 from vlclip_core.warehouse.tables import Tables
@@ -37,6 +42,28 @@ def test_null_models_are_deterministic_and_shaped_like_the_real_ones():
 
 
 @pytest.mark.usefixtures("ray_local")
+def test_one_dispatcher_picks_the_null_models_and_training_refuses_them():
+    assert build_clip(ClipConfig(model_name="null-16")).dim == 16
+    assert isinstance(build_detector(DetectorConfig(kind="null")), NullDetector)
+    import torch
+
+    from vlclip_core.train.loop import load_train_model
+
+    # fine-tuning has nothing to train in the null encoder: a clear config error, not an AttributeError
+    with pytest.raises(ConfigError, match="no weights to fine-tune"):
+        load_train_model(ClipConfig(model_name="null"), torch.device("cpu"))
+
+
+def test_evaluation_and_the_stages_import_without_torch():
+    code = (
+        "import sys, vlclip_core.train.evaluate, vlclip_core.stages.clip_encode, "
+        "vlclip_core.stages.grounding\n"
+        "print(sorted(m for m in ('torch', 'open_clip', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_the_job_runs_end_to_end_with_the_null_profile(spark, sample_root, tmp_path):
     items = read_catalog(str(sample_root / "catalog")).slice(0, ITEMS)
     catalog = write_catalog(items, str(tmp_path / "catalog"))

@@ -113,10 +113,6 @@ def load_clip(cfg: ClipConfig, device: str = "auto") -> ClipEncoder:
     `device` is the fallback (models.device) when `cfg.device` is "auto". Example:
     `load_clip(ClipConfig(model_name="ViT-L-14", pretrained="openai"))`.
     """
-    from vlclip_core.models.null import NullClipEncoder, is_null_clip
-
-    if is_null_clip(cfg.model_name):
-        return NullClipEncoder(cfg.model_name)
     torch_device = pick_device(cfg.device, device)
     register_config_dir(cfg.config_dir)
     _check_model_name(cfg.model_name)

@@ -91,10 +91,6 @@ def load_detector(cfg: DetectorConfig, device: str = "auto") -> Detector:
 
     Example: `load_detector(DetectorConfig(kind="grounding_dino", path="IDEA-Research/grounding-dino-tiny"))`.
     """
-    if cfg.kind == "null":
-        from vlclip_core.models.null import NullDetector
-
-        return NullDetector(cfg)
     torch_device = pick_device(device)
     dtype = torch_dtype(cfg.dtype, torch_device)
     processor_cls, model_cls = _classes(cfg.kind)

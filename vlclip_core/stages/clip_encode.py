@@ -11,7 +11,7 @@ from vlclip_core import schema as S
 from vlclip_core.batch import Batch
 from vlclip_core.config import VlclipConfig
 from vlclip_core.errors import ItemError
-from vlclip_core.models.null import NullClipEncoder, is_null_clip
+from vlclip_core.models.select import build_clip
 from vlclip_core.stages.base import BatchStage
 from vlclip_core.stages.grounding import clear_rows, image_from_row, prepare_rows
 
@@ -37,14 +37,8 @@ class ClipStage(BatchStage):
 
     def __init__(self, config: VlclipConfig, encoder=None):
         clip_cfg = config.models.clip
-        if encoder is None and is_null_clip(clip_cfg.model_name):
-            encoder = NullClipEncoder(clip_cfg.model_name)
-        if encoder is None:
-            from vlclip_core.models.clip import load_clip
-
-            encoder = load_clip(clip_cfg, config.models.device)
-        self.encoder = encoder
-        self.dim: int = int(encoder.dim)
+        self.encoder = encoder if encoder is not None else build_clip(clip_cfg, config.models.device)
+        self.dim: int = int(self.encoder.dim)
         self.batch_size = config.stages.clip.batch_size
         self.image_weight = clip_cfg.image_weight
         self.text_weight = clip_cfg.text_weight

@@ -15,6 +15,7 @@ from vlclip_core.batch import Batch, is_null, mark_error, object_column
 from vlclip_core.config import DetectorConfig, VlclipConfig, check_prompt_template
 from vlclip_core.errors import ItemError
 from vlclip_core.models.candidate import Candidate
+from vlclip_core.models.select import build_detector
 from vlclip_core.stages.base import BatchStage
 
 log = logging.getLogger(__name__)
@@ -142,15 +143,7 @@ class GroundingStage(BatchStage):
         self.cfg: DetectorConfig = config.models.detector
         check_prompt_template(self.cfg.prompt_template)
         self.batch_size = config.stages.grounding.batch_size
-        if detector is None and self.cfg.kind == "null":
-            from vlclip_core.models.null import NullDetector
-
-            detector = NullDetector(self.cfg)
-        if detector is None:
-            from vlclip_core.models.detector import load_detector
-
-            detector = load_detector(self.cfg, config.models.device)
-        self.detector = detector
+        self.detector = detector if detector is not None else build_detector(self.cfg, config.models.device)
         self.detector_calls = 0
 
     def new_outputs(self, n: int) -> Batch:

@@ -11,14 +11,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from vlclip_core import schema as S
 from vlclip_core import storage
 from vlclip_core.config import VlclipConfig, load_config
-from vlclip_core.models.clip import ClipEncoder, load_clip
+from vlclip_core.models.select import build_clip
 from vlclip_core.run.state import utcnow
 from vlclip_core.train.config import EvalConfig, TrainJobConfig
 from vlclip_core.train.metrics import block_per_query, summarise
@@ -26,6 +26,9 @@ from vlclip_core.train.pairs import ERROR, IMAGE_PNG, SPLIT, TEXT, decode_png, p
 from vlclip_core.train.records import write_evaluations
 from vlclip_core.warehouse.spark_session import get_spark
 from vlclip_core.warehouse.tables import Tables
+
+if TYPE_CHECKING:  # the null profile evaluates without torch
+    from vlclip_core.models.clip import ClipEncoder
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ def run_evaluation(cfg: TrainJobConfig, checkpoint: Optional[str] = None, spark=
     tables = Tables(spark, embed.warehouse)
     dataset = prepare_pairs(spark, cfg, embed)
     selected, held_out = gallery_ids(dataset.path, cfg.evaluation)
-    encoder = load_clip(embed.models.clip, embed.models.device)
+    encoder = build_clip(embed.models.clip, embed.models.device)
     images, texts, types = encode_gallery(encoder, dataset.path, selected, cfg.evaluation.batch_size)
     report = EvaluationReport(
         embed.model_version,
@@ -112,7 +115,7 @@ def gallery_ids(path: str, evaluation: EvalConfig) -> Tuple[List[str], int]:
     return sorted(ids), len(ids)
 
 
-def encode_gallery(encoder: ClipEncoder, path: str, item_ids: List[str], batch_size: int):
+def encode_gallery(encoder: "ClipEncoder", path: str, item_ids: List[str], batch_size: int):
     """(images, texts, product_types) of `item_ids`, in item_id order, read and encoded batch by batch
     (only the embeddings are held, never the stored crops of the whole split)."""
     import pyarrow.compute as pc

@@ -20,6 +20,7 @@ from vlclip_core import schema as S
 from vlclip_core import storage
 from vlclip_core.config import ClipConfig, ConfigError
 from vlclip_core.models.clip import load_clip
+from vlclip_core.models.null import is_null_clip
 from vlclip_core.train.config import TrainConfig
 from vlclip_core.train.pairs import ERROR, IMAGE_PNG, SPLIT, TEXT, TRAIN, decode_png
 
@@ -146,6 +147,10 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 def load_train_model(clip: ClipConfig, device: torch.device):
     """The starting CLIP through the project's loader (the embedding job's code), in train mode."""
+    if is_null_clip(clip.model_name):
+        raise ConfigError(
+            f"models.clip.model_name={clip.model_name!r} is the null encoder: it has no weights to fine-tune"
+        )
     encoder = load_clip(dataclasses.replace(clip, device=str(device.type)), str(device.type))
     return encoder.model.train(), encoder
 
