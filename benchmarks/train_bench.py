@@ -79,9 +79,10 @@ def bench_config(out: str, clip: Dict[str, str], pairs: str, args: argparse.Name
 
 
 def bare_loop(cfg, clip_cfg, pairs: str) -> Dict[str, float]:
-    """The same steps in this process: no Ray, no DDP, no checkpoint."""
+    """The same steps in this process: no Ray, no DDP, no checkpoint; the pairs held in memory."""
+    import numpy as np
+
     from vlclip_core.train.loop import (
-        PairShard,
         load_train_model,
         make_loss,
         make_optimizer,
@@ -93,12 +94,20 @@ def bare_loop(cfg, clip_cfg, pairs: str) -> Dict[str, float]:
     torch.set_num_threads(cfg.train.threads())
     seed_everything(cfg.train.seed)
     model, encoder = load_train_model(clip_cfg, torch.device("cpu"))
-    shard = PairShard(pairs, 0, 1, encoder.tokenizer, encoder.preprocess)
+    from vlclip_core.train.pairs import IMAGE_PNG, TEXT, decode_png
+
+    table = pq.read_table(pairs, columns=[IMAGE_PNG, TEXT])
+    images, tokens_all = table[IMAGE_PNG].to_pylist(), encoder.tokenizer(table[TEXT].to_pylist())
     optimizer, scheduler = make_optimizer(model, cfg.train)
     loss_fn, t = make_loss(), cfg.train
+    per_epoch = len(images) // t.batch_size
     first = time.perf_counter()
     for step in range(t.steps):
-        pixels, tokens = shard.batch(step, t.batch_size, t.seed)
+        epoch, index = divmod(step, per_epoch)
+        rows = np.random.default_rng([t.seed, epoch]).permutation(len(images))
+        rows = rows[index * t.batch_size : (index + 1) * t.batch_size]
+        pixels = encoder.preprocess([decode_png(images[i]) for i in rows])
+        tokens = tokens_all[rows]
         train_step(model, pixels, tokens, loss_fn, optimizer, scheduler, t.grad_clip_norm)
     end = time.perf_counter()
     return {"pairs_per_s": t.steps * t.batch_size / (end - first), "wall_s": end - start}
@@ -108,7 +117,10 @@ def ray_loop(cfg, embed, pairs: str, run_id: str) -> Dict[str, float]:
     from vlclip_core.train.pairs import PairsDataset
     from vlclip_core.train.trainer import fit
 
-    dataset = PairsDataset("bench", pairs, "bench", 0, "bench", "no_enrichment")
+    import pyarrow.dataset as pads
+
+    rows = pads.dataset(pairs, format="parquet").count_rows()  # every bench pair is a good train pair
+    dataset = PairsDataset("bench", pairs, "bench", 0, "bench", "no_enrichment", {"train": rows})
     start = time.perf_counter()
     state = fit(cfg, embed, dataset, run_id)
     return {"pairs_per_s": state["metrics"]["pairs_per_s"], "wall_s": time.perf_counter() - start}

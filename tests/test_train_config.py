@@ -1,11 +1,9 @@
-"""The training profile: YAML + overrides, embed.* routing, validation naming the bad value, batch order."""
+"""The training profile: YAML + overrides, embed.* routing, validation naming the bad value."""
 
-import numpy as np
 import pytest
 
 from vlclip_core.config import ConfigError
 from vlclip_core.train.config import load_train_config
-from vlclip_core.train.loop import batch_rows
 
 
 def test_profiles_load_and_embed_overrides_reach_the_embedding_profile():
@@ -35,13 +33,3 @@ def test_profiles_load_and_embed_overrides_reach_the_embedding_profile():
 def test_bad_values_are_named(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_train_config("conf/train_tiny.yaml", (override,))
-
-
-def test_batches_cover_an_epoch_once_and_are_reproducible():
-    n, size = 10, 3  # 3 batches per epoch, one row left out each epoch
-    epoch0 = np.concatenate([batch_rows(s, n, size, seed=1) for s in range(3)])
-    assert len(set(epoch0.tolist())) == 9
-    assert np.array_equal(batch_rows(4, n, size, seed=1), batch_rows(4, n, size, seed=1))
-    assert not np.array_equal(batch_rows(3, n, size, seed=1)[:3], batch_rows(0, n, size, seed=1))
-    with pytest.raises(ConfigError, match="train.batch_size=11 is larger than a worker's 10 train pairs"):
-        batch_rows(0, n, 11, seed=1)

@@ -11,12 +11,11 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from vlclip_core import schema as S
 from vlclip_core import storage
 from vlclip_core.config import ClipConfig, ConfigError
 from vlclip_core.models.clip import load_clip
@@ -35,57 +34,74 @@ class LoopSpec:
     """What every worker needs to train: the pairs, the starting model and the hyper-parameters."""
 
     pairs_path: str
+    train_pairs: int  # good rows of the train split, counted when the pairs were written
     clip: ClipConfig
     train: TrainConfig
 
 
-class PairShard:
-    """One worker's share of the train pairs (every world-th row by item_id), tokenised once.
-
-    The worker reads the item_id column of the split, then the crops and texts of its own rows
-    only: a worker holds 1/world of the pairs, never all of them.
-    """
-
-    def __init__(self, pairs_path: str, rank: int, world: int, tokenizer, preprocess, split: str = TRAIN):
-        table = read_share(pairs_path, split, rank, world)
-        self.images: List[bytes] = table[IMAGE_PNG].to_pylist()
-        self.tokens: torch.Tensor = tokenizer(table[TEXT].to_pylist())
-        self.preprocess = preprocess
-        self.rank = rank
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def batch(self, step: int, batch_size: int, seed: int):
-        """(pixels, tokens) of global step `step`: deterministic, so a resumed run sees the same batches."""
-        rows = batch_rows(step, len(self), batch_size, seed, self.rank)
-        return self.preprocess([decode_png(self.images[i]) for i in rows]), self.tokens[rows]
-
-
-def read_share(pairs_path: str, split: str, rank: int, world: int):
-    """(item_id, image_png, text) of this worker's share of `split`'s good pairs, in item_id order."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as pads
+def train_dataset(pairs_path: str):
+    """The good train pairs (image_png, text) as a lazy Ray Dataset: Ray Train streams it to the workers."""
+    import ray.data
+    from ray.data.expressions import col
 
     fs, root = storage.resolve(pairs_path)
-    dataset = pads.dataset(root, filesystem=fs, format="parquet")
-    good = (pc.field(ERROR).is_null()) & (pc.field(SPLIT) == split)
-    ids = sorted(dataset.to_table(columns=[S.ITEM_ID], filter=good).column(S.ITEM_ID).to_pylist())
-    mine = ids[rank::world]
-    columns = [S.ITEM_ID, IMAGE_PNG, TEXT]
-    table = dataset.to_table(columns=columns, filter=good & pc.field(S.ITEM_ID).isin(mine))
-    log.info("worker %d/%d reads %d of %d %s pairs", rank, world, table.num_rows, len(ids), split)
-    return table.sort_by(S.ITEM_ID)
+    ds = ray.data.read_parquet(root, filesystem=fs, columns=[IMAGE_PNG, TEXT, ERROR, SPLIT])
+    return ds.filter(expr=col(ERROR).is_null() & (col(SPLIT) == TRAIN)).select_columns([IMAGE_PNG, TEXT])
 
 
-def batch_rows(step: int, n: int, batch_size: int, seed: int, rank: int = 0) -> np.ndarray:
-    """Rows of `step`: epoch e = step // (n // batch_size) walks a permutation seeded by (seed, e, rank)."""
-    if n < batch_size:
-        raise ConfigError(f"train.batch_size={batch_size} is larger than a worker's {n} train pairs")
-    per_epoch = n // batch_size
-    epoch, index = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch, rank]).permutation(n)
-    return order[index * batch_size : (index + 1) * batch_size]
+def steps_per_epoch(train_pairs: int, world: int, batch_size: int) -> int:
+    """Full batches in one worker's equal share (Ray Train splits the rows evenly, the rest is dropped)."""
+    share = train_pairs // world
+    if share < batch_size:
+        raise ConfigError(f"train.batch_size={batch_size} is larger than a worker's {share} train pairs")
+    return share // batch_size
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The local shuffle seed of one worker's epoch."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+class PairStream:
+    """One worker's shard of the train pairs, streamed in batches from Ray Data.
+
+    `shard` is this worker's `ray.train.get_dataset_shard` iterator (an equal streaming split of
+    `train_dataset`). The worker holds the batches in flight and a local shuffle buffer of
+    `shuffle_batches` batches, never its whole share. Each epoch is one pass over the shard, shuffled
+    within the buffer by (seed, epoch, rank); a run resumed at step s skips the first s % steps_per_epoch
+    batches of its epoch.
+    """
+
+    def __init__(self, shard, per_epoch: int, tokenizer, preprocess, rank: int, shuffle_batches: int = 4):
+        self.shard = shard
+        self.per_epoch = per_epoch
+        self.tokenizer = tokenizer
+        self.preprocess = preprocess
+        self.rank = rank
+        self.shuffle_batches = shuffle_batches
+
+    def batches(self, start: int, batch_size: int, seed: int) -> Iterator[tuple]:
+        """(epoch, pixels, tokens) of every step from global step `start` on, epoch after epoch."""
+        epoch, skip = divmod(start, self.per_epoch)
+        while True:
+            rows = self.shard.iter_batches(
+                batch_size=batch_size,
+                batch_format="numpy",
+                drop_last=True,
+                local_shuffle_buffer_size=self.shuffle_batches * batch_size,
+                local_shuffle_seed=epoch_seed(seed, epoch, self.rank),
+            )
+            for index, batch in enumerate(rows):
+                if index >= self.per_epoch:
+                    break
+                if index >= skip:
+                    yield (epoch, *self.tensors(batch))
+            log.info("worker %d finished epoch %d (%d batches)", self.rank, epoch, self.per_epoch)
+            epoch, skip = epoch + 1, 0
+
+    def tensors(self, batch: dict) -> tuple:
+        images = [decode_png(png) for png in batch[IMAGE_PNG]]
+        return self.preprocess(images), self.tokenizer([str(t) for t in batch[TEXT]])
 
 
 def seed_everything(seed: int) -> None:
@@ -177,18 +193,21 @@ def train_worker(config: dict) -> None:
     seed_everything(cfg.seed + rank)
     device = ray.train.torch.get_device()
     model, encoder = load_train_model(spec.clip, device)
-    shard = PairShard(spec.pairs_path, rank, world, encoder.tokenizer, encoder.preprocess)
+    per_epoch = steps_per_epoch(spec.train_pairs, world, cfg.batch_size)
+    stream = PairStream(
+        ray.train.get_dataset_shard("train"), per_epoch, encoder.tokenizer, encoder.preprocess, rank
+    )
     model = ray.train.torch.prepare_model(model)
     optimizer, scheduler = make_optimizer(model, cfg)
     start, losses = restore(ray.train.get_checkpoint(), unwrap(model), optimizer, scheduler)
     run_steps(
-        model, shard, optimizer, scheduler, spec, start, losses, make_loss(rank, world), device, rank, world
+        model, stream, optimizer, scheduler, spec, start, losses, make_loss(rank, world), device, rank, world
     )
 
 
 def run_steps(
     model,
-    shard,
+    stream: PairStream,
     optimizer,
     scheduler,
     spec: LoopSpec,
@@ -201,9 +220,11 @@ def run_steps(
 ) -> None:
     cfg = spec.train
     autocast = _autocast(device, cfg.precision)
-    marks = [(time.perf_counter(), start)]
-    for step in range(start, cfg.steps):
-        pixels, tokens = shard.batch(step, cfg.batch_size, cfg.seed)
+    marks: List[tuple] = []
+    batches = stream.batches(start, cfg.batch_size, cfg.seed)
+    for step, (_, pixels, tokens) in zip(range(start, cfg.steps), batches):
+        if not marks:  # the steady rate starts at the first batch, after Ray Data's start-up
+            marks.append((time.perf_counter(), start))
         losses.append(
             train_step(
                 model,
@@ -226,6 +247,7 @@ def run_steps(
                 "pairs_per_s": pairs_per_s(marks, cfg.batch_size * world),
             }
             report_checkpoint(metrics, unwrap(model), optimizer, scheduler, losses, rank)
+    batches.close()  # ends this worker's pass over its shard
 
 
 def pairs_per_s(marks: Sequence[tuple], pairs_per_step: int) -> Optional[float]:

@@ -15,8 +15,8 @@ from vlclip_core import storage
 from vlclip_core.config import VlclipConfig, digest, load_config
 from vlclip_core.run.state import utcnow
 from vlclip_core.train.config import TrainJobConfig
-from vlclip_core.train.loop import LoopSpec, load_state, train_worker
-from vlclip_core.train.pairs import PairsDataset, prepare_pairs
+from vlclip_core.train.loop import LoopSpec, load_state, train_dataset, train_worker
+from vlclip_core.train.pairs import TRAIN, PairsDataset, prepare_pairs
 from vlclip_core.train.records import write_training_run
 from vlclip_core.warehouse.spark_session import get_spark
 from vlclip_core.warehouse.tables import Tables
@@ -126,10 +126,12 @@ def fit(cfg: TrainJobConfig, embed: VlclipConfig, dataset: PairsDataset, run_id:
     init_ray(embed.ray)
     t = cfg.train
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
-    spec = LoopSpec(pairs_path=storage.spark_path(dataset.path), clip=clip_for_workers(embed), train=t)
+    pairs_path = storage.spark_path(dataset.path)
+    spec = LoopSpec(pairs_path, dataset.counts[TRAIN], clip_for_workers(embed), t)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"spec": spec},
+        datasets={"train": train_dataset(pairs_path)},  # an equal streaming split per worker
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
         ),
