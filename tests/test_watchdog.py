@@ -57,6 +57,31 @@ def test_a_driver_that_stops_early_closes_the_pipeline():
     assert ds.closed.wait(10)
 
 
+def _retained_block_stats(ds) -> list:
+    """How many per-block stats each operator of `ds`'s execution still holds (Ray Data internals)."""
+    return [len(op._output_blocks_stats) for op in ds._current_executor._topology
+            if hasattr(op, "_output_blocks_stats")]
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_the_driver_keeps_the_stats_of_the_newest_blocks_only(monkeypatch):
+    """Ray Data holds one stats object per output block for a Dataset's whole run (ray-project/ray#66016):
+    the consumer trims them, so the driver does not grow with the blocks of a long backfill."""
+    import ray
+
+    from vlclip_core.pipeline import watchdog
+
+    monkeypatch.setattr(watchdog, "KEEP_BLOCK_STATS", 10)
+    monkeypatch.setattr(watchdog, "TRIM_EVERY_ROWS", 10)
+    blocks = 120
+    ds = ray.data.range(2 * blocks, override_num_blocks=blocks).map_batches(lambda b: b, batch_size=None)
+    assert sorted(r["id"] for r in summaries(ds, stall_timeout_s=120)) == list(range(2 * blocks))
+    retained = _retained_block_stats(ds)
+    assert retained, "Ray Data no longer keeps per-block stats where the trim looks for them"
+    # at most the newest 10, plus the blocks of the 10 rows since the last trim, per operator
+    assert max(retained) <= 10 + 10, retained
+
+
 def test_a_stall_without_heartbeats_fails_after_the_timeout():
     ds = Rows([{"shard": 0}], before_block=lambda: None)
     start = time.monotonic()

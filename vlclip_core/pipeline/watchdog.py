@@ -6,7 +6,7 @@ import logging
 import queue
 import threading
 import time
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional
 
 from vlclip_core.pipeline.heartbeat import describe_stall
 
@@ -66,12 +66,38 @@ def _snapshot(heartbeat):
         return None
 
 
+# Ray Data keeps one BlockStats per output block of each operator until its Dataset finishes
+# (ray-project/ray#66016, open for Ray 2.56-2.60): about 8 KB each, measured, so a backfill of tens of
+# millions of items would grow the driver by gigabytes. vlclip reads none of them (the stages time
+# themselves through the heartbeat actor), so the driver keeps only the newest of each operator.
+KEEP_BLOCK_STATS = 256
+TRIM_EVERY_ROWS = 256
+
+
+def trim_block_stats(ds, keep: Optional[int] = None) -> int:
+    """Drop all but the newest `keep` per-block stats of each operator of `ds`'s running execution.
+
+    Returns how many it dropped. Ray's final stats summary of the run then covers the newest blocks only.
+    """
+    keep = KEEP_BLOCK_STATS if keep is None else keep
+    executor = getattr(ds, "_current_executor", None)
+    dropped = 0
+    for op in getattr(executor, "_topology", None) or ():
+        stats = getattr(op, "_output_blocks_stats", None)
+        if isinstance(stats, list) and len(stats) > keep:
+            dropped += len(stats) - keep
+            del stats[:-keep]  # in place: the executor's stats object holds this same list
+    return dropped
+
+
 def _consume(ds, results: "queue.Queue", stop: threading.Event) -> None:
     rows = iter(ds.iter_rows())
     try:
-        for row in rows:
+        for n, row in enumerate(rows, 1):
             if not _put(results, ("row", row), stop):
                 return
+            if n % TRIM_EVERY_ROWS == 0:
+                trim_block_stats(ds)
         _put(results, ("end", None), stop)
     except BaseException as err:  # noqa: BLE001 - handed to the driver thread, which re-raises it
         _put(results, ("error", err), stop)
