@@ -88,3 +88,11 @@ def test_a_batch_larger_than_a_workers_share_is_a_config_error():
     with pytest.raises(ConfigError, match="larger than a worker's 3 train pairs"):
         steps_per_epoch(10, 3, 4)
     assert steps_per_epoch(25, 3, 4) == 2
+
+
+def test_a_split_shorter_than_the_manifest_says_fails_instead_of_looping(pairs):
+    per_epoch = steps_per_epoch(read_pairs(pairs, "train").num_rows, 1, BATCH)
+    whole = train_dataset(pairs).iterator()
+    stream = PairStream(whole, per_epoch + 1, tokenizer=list, preprocess=len, rank=0)
+    with pytest.raises(RuntimeError, match=f"ended after {per_epoch} of {per_epoch + 1} batches"):
+        list(stream.batches(0, BATCH, seed=3))

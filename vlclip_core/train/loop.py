@@ -91,11 +91,18 @@ class PairStream:
                 local_shuffle_buffer_size=self.shuffle_batches * batch_size,
                 local_shuffle_seed=epoch_seed(seed, epoch, self.rank),
             )
+            seen = 0
             for index, batch in enumerate(rows):
                 if index >= self.per_epoch:
                     break
+                seen = index + 1
                 if index >= skip:
                     yield (epoch, *self.tensors(batch))
+            if seen < self.per_epoch:  # never loop forever on a split shorter than the manifest says
+                raise RuntimeError(
+                    f"worker {self.rank}: epoch {epoch} of the pairs stream ended after {seen} of "
+                    f"{self.per_epoch} batches; the pairs no longer match the train count of their manifest"
+                )
             log.info("worker %d finished epoch %d (%d batches)", self.rank, epoch, self.per_epoch)
             epoch, skip = epoch + 1, 0
 
