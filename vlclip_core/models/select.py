@@ -21,7 +21,8 @@ def build_detector(cfg: DetectorConfig, device: str = "auto"):
 
 
 def build_clip(cfg: ClipConfig, device: str = "auto"):
-    """The CLIP encoder of `cfg.model_name`: `NullClipEncoder` for `null[-<dim>]`, else `models.clip.load_clip`."""
+    """The CLIP encoder of `cfg.model_name`: `NullClipEncoder` for `null[-<dim>]`, else
+    `models.clip.load_clip`."""
     if is_null_clip(cfg.model_name):
         return NullClipEncoder(cfg.model_name)
     from vlclip_core.models.clip import load_clip

@@ -31,9 +31,9 @@ MAX_LOGIT_SCALE = math.log(100.0)  # open_clip's clamp of the learnable temperat
 
 @dataclass
 class LoopSpec:
-    """What every worker needs to train: the pairs, the starting model and the hyper-parameters."""
+    """What every worker needs to train besides its pairs shard: the pairs' count, the starting model and
+    the hyper-parameters."""
 
-    pairs_path: str
     train_pairs: int  # good rows of the train split, counted when the pairs were written
     clip: ClipConfig
     train: TrainConfig

@@ -126,12 +126,11 @@ def fit(cfg: TrainJobConfig, embed: VlclipConfig, dataset: PairsDataset, run_id:
     init_ray(embed.ray)
     t = cfg.train
     resources = {"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}
-    pairs_path = storage.spark_path(dataset.path)
-    spec = LoopSpec(pairs_path, dataset.counts[TRAIN], clip_for_workers(embed), t)
+    spec = LoopSpec(dataset.counts[TRAIN], clip_for_workers(embed), t)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"spec": spec},
-        datasets={"train": train_dataset(pairs_path)},  # an equal streaming split per worker
+        datasets={"train": train_dataset(dataset.path)},  # an equal streaming split per worker
         scaling_config=ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu, resources_per_worker=resources
         ),
